@@ -1,0 +1,1 @@
+"""nnserve's training side: a Prefect flow from a YAML spec to a published SavedModel version."""

@@ -1,0 +1,71 @@
+"""TF Serving's model repository layout: `<repo>/<model>/<version>/saved_model.pb` + `variables/`.
+
+Shared by the pipeline, which publishes versions, and the model server, which discovers them.
+"""
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+def version_of(directory_name: str) -> int | None:
+    """The version a directory name stands for (`00000123` is 123), or None if it is not one."""
+    if directory_name.isascii() and directory_name.isdigit() and int(directory_name) > 0:
+        return int(directory_name)
+    return None
+
+
+def list_versions(model_base_path: Path) -> dict[int, Path]:
+    """Every directory whose name is a version, complete or not, by version number."""
+    if not model_base_path.is_dir():
+        return {}
+    versions = {}
+    for entry in model_base_path.iterdir():
+        version = version_of(entry.name)
+        if version is not None and entry.is_dir():
+            versions[version] = entry
+    return versions
+
+
+def is_complete(version_dir: Path) -> bool:
+    return any((version_dir / name).is_file() for name in SAVED_MODEL_FILES)
+
+
+def publish(export_dir: Path, model_base_path: Path) -> int:
+    """Copy a finished export into the repository as the next version, atomically.
+
+    The copy is made under a name no server takes for a version, then renamed into place, so a
+    server polling the repository sees either no new version or a complete one.
+    """
+    if not is_complete(export_dir):
+        raise ValueError(f"{export_dir} is not a SavedModel: it has no saved_model.pb")
+    model_base_path.mkdir(parents=True, exist_ok=True)
+    staging = model_base_path / f".incoming-{uuid.uuid4().hex}"
+    try:
+        shutil.copytree(export_dir, staging)
+        _fsync_tree(staging)
+        while True:
+            version = 1 + max(
+                (v for v in map(version_of, os.listdir(model_base_path)) if v), default=0
+            )
+            target = model_base_path / str(version)
+            try:
+                os.rename(staging, target)
+                return version
+            except OSError:
+                # Another publisher took this version between listing and renaming: take the next.
+                if not target.exists():
+                    raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())

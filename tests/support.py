@@ -1,0 +1,73 @@
+"""Helpers the tests share: free ports, bounded waits, and `nnserve` run as a real subprocess."""
+
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "tfserving-testdata"
+DIGITS_SPEC = REPO_ROOT / "pipeline" / "specs" / "digits-cnn.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    process: subprocess.Popen | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(
+                f"process exited with {process.returncode} while waiting for {what}"
+            )
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def nnserve(*args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+    """Start `nnserve ARGS` as a real subprocess, as a user would."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        **popen,
+    )
+
+
+def stop(process: subprocess.Popen, timeout: float = 30) -> int:
+    if process.poll() is None:
+        process.terminate()
+    return process.wait(timeout)
+
+
+def read_until(process: subprocess.Popen, marker: str, timeout: float = 300) -> str:
+    """What a process printed on stdout up to and including the line holding `marker`."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stdout], daemon=True
+    ).start()
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            seen.append(lines.get(timeout=remaining))
+        except queue.Empty:
+            break
+        if marker in seen[-1]:
+            return "".join(seen)
+    raise AssertionError(f"{marker!r} not printed within {timeout} s; output:\n{''.join(seen)}")
