@@ -1,0 +1,1 @@
+"""`nnserve model-server`: TensorFlow Serving's gRPC API, served from an in-process TensorFlow."""

@@ -1,0 +1,116 @@
+"""TF Serving's gRPC services, with its own protobufs, in front of the model manager."""
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from service.model_server.errors import ServingError, invalid_argument
+from service.model_server.manager import ModelManager
+from service.model_server.servable import DEFAULT_SIGNATURE
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_DEF_FIELD = "signature_def"
+_STATE = get_model_status_pb2.ModelVersionStatus.State
+# TensorFlow's error codes are gRPC's codes, number for number.
+_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+@contextlib.contextmanager
+def _status_on_error(context: grpc.ServicerContext) -> Iterator[None]:
+    """Turn failures into a gRPC status: TF Serving's code and message, never a traceback."""
+    try:
+        yield
+    except ServingError as error:
+        context.abort(error.code, error.message)
+    except tf.errors.OpError as error:
+        context.abort(_GRPC_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN), error.message)
+    except Exception as error:
+        log.exception("unexpected failure serving a request")
+        context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+
+
+def _resolve(manager: ModelManager, model_spec) -> tuple[int, object]:
+    if model_spec.WhichOneof("version_choice") == "version_label":
+        raise invalid_argument(f"Unrecognized servable version label: {model_spec.version_label}")
+    version = model_spec.version.value if model_spec.HasField("version") else None
+    return manager.servable(model_spec.name, version)
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, manager: ModelManager) -> None:
+        self._manager = manager
+
+    def Predict(self, request, context):
+        with _status_on_error(context):
+            version, servable = _resolve(self._manager, request.model_spec)
+            signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            inputs = {name: _to_array(name, tensor) for name, tensor in request.inputs.items()}
+            outputs = servable.run(signature_name, inputs, list(request.output_filter))
+            response = predict_pb2.PredictResponse()
+            _fill_model_spec(response.model_spec, request.model_spec.name, version, signature_name)
+            for alias, value in outputs.items():
+                response.outputs[alias].CopyFrom(tf.make_tensor_proto(value))
+            return response
+
+    def GetModelMetadata(self, request, context):
+        with _status_on_error(context):
+            fields = list(request.metadata_field)
+            if not fields:
+                raise invalid_argument(
+                    "GetModelMetadataRequest must specify at least one metadata_field"
+                )
+            for name in fields:
+                if name != SIGNATURE_DEF_FIELD:
+                    raise invalid_argument(f"Metadata field {name} is not supported")
+            version, servable = _resolve(self._manager, request.model_spec)
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            _fill_model_spec(response.model_spec, request.model_spec.name, version, "")
+            signature_defs = get_model_metadata_pb2.SignatureDefMap()
+            for key, signature in servable.signature_defs.items():
+                signature_defs.signature_def[key].CopyFrom(signature)
+            response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_defs)
+            return response
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, manager: ModelManager) -> None:
+        self._manager = manager
+
+    def GetModelStatus(self, request, context):
+        with _status_on_error(context):
+            spec = request.model_spec
+            version = spec.version.value if spec.HasField("version") else None
+            response = get_model_status_pb2.GetModelStatusResponse()
+            for status in self._manager.statuses(spec.name, version):
+                entry = response.model_version_status.add()
+                entry.version = status.version
+                entry.state = _STATE.Value(status.state.value)
+                entry.status.SetInParent()  # TF Serving always sends a status, OK included
+                if status.error:
+                    entry.status.error_code = 2  # tensorflow.error.UNKNOWN
+                    entry.status.error_message = status.error
+            return response
+
+
+def _to_array(name: str, tensor):
+    try:
+        return tf.make_ndarray(tensor)
+    except Exception as error:
+        raise invalid_argument(f"tensor parsing error: {name}: {error}") from error
+
+
+def _fill_model_spec(model_spec, name: str, version: int, signature_name: str) -> None:
+    model_spec.name = name
+    model_spec.version.value = version
+    model_spec.signature_name = signature_name
