@@ -1,0 +1,1 @@
+"""HTTP routes: parse the URL, call the data plane, answer. No protobufs here."""
