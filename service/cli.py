@@ -1,0 +1,122 @@
+"""The `nnserve` command. Heavy imports happen inside each subcommand: the gateway never loads
+TensorFlow, and `nnserve --help` answers at once."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from service.ports import PortInUseError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.run(args) or 0
+    except (UserError, PortInUseError) as error:
+        print(f"nnserve {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+class UserError(Exception):
+    """A problem the user can fix, reported as one line without a traceback."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="train the demo model if needed, then serve it")
+    up.add_argument(
+        "--spec",
+        type=Path,
+        default=None,
+        help="spec of the model to serve (default: pipeline/specs/digits-cnn.yaml)",
+    )
+    up.add_argument("--grpc-port", type=int, default=8500)
+    up.add_argument("--http-port", type=int, default=8000)
+    up.set_defaults(run=_up)
+
+    train = commands.add_parser("train", help="run the training flow once for a spec")
+    train.add_argument("spec", type=Path)
+    train.set_defaults(run=_train)
+
+    server = commands.add_parser(
+        "model-server",
+        help="serve SavedModels over TensorFlow Serving's gRPC API",
+        description="Takes TensorFlow Serving's flag names, as --flag=value or --flag value.",
+    )
+    server.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    server.add_argument(
+        "--host",
+        default="0.0.0.0",
+        help="address to listen on (nnserve only; TF Serving always uses 0.0.0.0)",
+    )
+    server.add_argument("--model_name", default="default")
+    server.add_argument("--model_base_path", type=Path, required=True)
+    server.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1.0,
+        help="seconds between scans for new versions; 0 scans once at start",
+    )
+    server.set_defaults(run=_model_server)
+
+    gateway = commands.add_parser("gateway", help="serve the HTTP API in front of the model server")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8000)
+    gateway.set_defaults(run=_gateway)
+    return parser
+
+
+def _up(args: argparse.Namespace) -> int:
+    from service import up
+
+    spec = args.spec or up.DEFAULT_SPEC
+    try:
+        return up.run(spec, grpc_port=args.grpc_port, http_port=args.http_port)
+    except up.UpError as error:
+        raise UserError(str(error)) from error
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pipeline.flow import train_model
+    from pipeline.spec import SpecError, load_spec
+    from pipeline.training import GateFailed
+
+    try:
+        load_spec(args.spec)
+        result = train_model(str(args.spec))
+    except (SpecError, GateFailed) as error:
+        raise UserError(str(error)) from error
+    print(
+        f"\ntrained {result.model_name} version {result.version}: "
+        f"test accuracy {result.evaluation.accuracy:.4f}, test loss {result.evaluation.loss:.4f}"
+    )
+    print(f"  model:   {result.version_dir}")
+    print(f"  reports: {result.run_dir}")
+    return 0
+
+
+def _model_server(args: argparse.Namespace) -> int:
+    from service.model_server.manager import ModelConfig
+    from service.model_server.server import serve
+
+    models = [ModelConfig(args.model_name, args.model_base_path.resolve())]
+    serve(models, args.host, args.port, args.file_system_poll_wait_seconds)
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from service.gateway.server import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
