@@ -3,6 +3,7 @@ TensorFlow, and `nnserve --help` answers at once."""
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    _allow_slow_prefect_start()
     from pipeline.flow import train_model
     from pipeline.spec import SpecError, load_spec
     from pipeline.training import GateFailed
@@ -100,6 +102,12 @@ def _train(args: argparse.Namespace) -> int:
     print(f"  model:   {result.version_dir}")
     print(f"  reports: {result.run_dir}")
     return 0
+
+
+def _allow_slow_prefect_start() -> None:
+    """On its first run Prefect's ephemeral API builds its database before it answers, which
+    takes longer than Prefect's 20 s default on a busy two-core machine; a user's setting wins."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _model_server(args: argparse.Namespace) -> int:
