@@ -57,13 +57,33 @@ def _parser() -> argparse.ArgumentParser:
         default="0.0.0.0",
         help="address to listen on (nnserve only; TF Serving always uses 0.0.0.0)",
     )
-    server.add_argument("--model_name", default="default")
-    server.add_argument("--model_base_path", type=Path, required=True)
+    server.add_argument("--model_name", default="default", help="name of the single model")
+    server.add_argument("--model_base_path", type=Path, help="versions of the single model")
+    server.add_argument(
+        "--model_config_file",
+        type=Path,
+        help="ModelServerConfig text proto listing the models (instead of --model_base_path)",
+    )
+    server.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0.0,
+        help="seconds between re-reads of the config file; 0 reads it once",
+    )
     server.add_argument(
         "--file_system_poll_wait_seconds",
         type=float,
         default=1.0,
         help="seconds between scans for new versions; 0 scans once at start",
+    )
+    server.add_argument("--enable_batching", type=_flag_value, nargs="?", const=True, default=False)
+    server.add_argument("--batching_parameters_file", type=Path)
+    server.add_argument(
+        "--allow_version_labels_for_unavailable_models",
+        type=_flag_value,
+        nargs="?",
+        const=True,
+        default=False,
     )
     server.set_defaults(run=_model_server)
 
@@ -110,12 +130,52 @@ def _allow_slow_prefect_start() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def _model_server(args: argparse.Namespace) -> int:
-    from service.model_server.manager import ModelConfig
-    from service.model_server.server import serve
+def _flag_value(text: str) -> bool:
+    """TF Serving's boolean flags: `--flag`, `--flag=true` or `--flag=false`."""
+    if text.lower() in ("true", "1"):
+        return True
+    if text.lower() in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
-    models = [ModelConfig(args.model_name, args.model_base_path.resolve())]
-    serve(models, args.host, args.port, args.file_system_poll_wait_seconds)
+
+def _model_server(args: argparse.Namespace) -> int:
+    from service.model_server.batching import BatchingParameters, read_batching_parameters
+    from service.model_server.config import ConfigError, read_config_file
+    from service.model_server.manager import ModelConfig
+    from service.model_server.server import ServerOptions, StartupError, serve
+
+    if (args.model_config_file is None) == (args.model_base_path is None):
+        raise UserError("give either --model_base_path (one model) or --model_config_file")
+    if args.batching_parameters_file and not args.enable_batching:
+        raise UserError("--batching_parameters_file is set without setting --enable_batching")
+    try:
+        if args.model_config_file:
+            models = read_config_file(args.model_config_file)
+        else:
+            models = [ModelConfig(args.model_name, args.model_base_path.resolve())]
+        batching = None
+        if args.enable_batching:
+            batching = (
+                read_batching_parameters(args.batching_parameters_file)
+                if args.batching_parameters_file
+                else BatchingParameters()
+            )
+    except (ConfigError, ValueError) as error:
+        raise UserError(str(error)) from error
+    options = ServerOptions(
+        host=args.host,
+        port=args.port,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        model_config_file=args.model_config_file,
+        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        batching=batching,
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+    )
+    try:
+        serve(models, options)
+    except StartupError as error:
+        raise UserError(str(error)) from error
     return 0
 
 

@@ -50,24 +50,36 @@ def nnserve(*args: str, env: dict[str, str] | None = None, **popen) -> subproces
 
 
 def stop(process: subprocess.Popen, timeout: float = 30) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` (the status is then -9)."""
     if process.poll() is None:
         process.terminate()
-    return process.wait(timeout)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def read_until(process: subprocess.Popen, marker: str, timeout: float = 300) -> str:
     """What a process printed on stdout up to and including the line holding `marker`."""
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(
-        target=lambda: [lines.put(line) for line in process.stdout], daemon=True
-    ).start()
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)  # end of output: the process closed stdout
+
+    threading.Thread(target=read, daemon=True).start()
     deadline = time.monotonic() + timeout
     seen: list[str] = []
     while (remaining := deadline - time.monotonic()) > 0:
         try:
-            seen.append(lines.get(timeout=remaining))
+            line = lines.get(timeout=remaining)
         except queue.Empty:
             break
-        if marker in seen[-1]:
+        if line is None:
+            break
+        seen.append(line)
+        if marker in line:
             return "".join(seen)
     raise AssertionError(f"{marker!r} not printed within {timeout} s; output:\n{''.join(seen)}")

@@ -52,9 +52,10 @@ def gateway_url(trained_digits):
         )
         yield url
     finally:
-        # uvicorn re-raises SIGTERM once its graceful shutdown is done, so the exit says why.
-        assert stop(gateway) in (0, -signal.SIGTERM)
-        assert stop(model_server) == 0
+        exits = stop(gateway), stop(model_server)
+    # uvicorn re-raises SIGTERM once its graceful shutdown is done, so the exit says why.
+    assert exits[0] in (0, -signal.SIGTERM)
+    assert exits[1] == 0
 
 
 def test_held_out_digits_through_the_gateway_match_the_keras_model(trained_digits, gateway_url):

@@ -7,13 +7,19 @@ from collections.abc import Iterator
 import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
+from service.model_server import inference
+from service.model_server.config import models_from_config
 from service.model_server.errors import ServingError, invalid_argument
 from service.model_server.manager import ModelManager
 from service.model_server.servable import DEFAULT_SIGNATURE
@@ -40,11 +46,10 @@ def _status_on_error(context: grpc.ServicerContext) -> Iterator[None]:
         context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
 
 
-def _resolve(manager: ModelManager, model_spec) -> tuple[int, object]:
-    if model_spec.WhichOneof("version_choice") == "version_label":
-        raise invalid_argument(f"Unrecognized servable version label: {model_spec.version_label}")
-    version = model_spec.version.value if model_spec.HasField("version") else None
-    return manager.servable(model_spec.name, version)
+def _lease(manager: ModelManager, request):
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
+    return manager.lease(request.model_spec)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -52,8 +57,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._manager = manager
 
     def Predict(self, request, context):
-        with _status_on_error(context):
-            version, servable = _resolve(self._manager, request.model_spec)
+        with _status_on_error(context), _lease(self._manager, request) as (version, servable):
             signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
             inputs = {name: _to_array(name, tensor) for name, tensor in request.inputs.items()}
             outputs = servable.run(signature_name, inputs, list(request.output_filter))
@@ -73,13 +77,42 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             for name in fields:
                 if name != SIGNATURE_DEF_FIELD:
                     raise invalid_argument(f"Metadata field {name} is not supported")
-            version, servable = _resolve(self._manager, request.model_spec)
+            with _lease(self._manager, request) as (version, servable):
+                signature_defs = get_model_metadata_pb2.SignatureDefMap()
+                for key, signature in servable.signature_defs.items():
+                    signature_defs.signature_def[key].CopyFrom(signature)
             response = get_model_metadata_pb2.GetModelMetadataResponse()
             _fill_model_spec(response.model_spec, request.model_spec.name, version, "")
-            signature_defs = get_model_metadata_pb2.SignatureDefMap()
-            for key, signature in servable.signature_defs.items():
-                signature_defs.signature_def[key].CopyFrom(signature)
             response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_defs)
+            return response
+
+    def Classify(self, request, context):
+        with _status_on_error(context), _lease(self._manager, request) as (version, servable):
+            signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            response = classification_pb2.ClassificationResponse()
+            response.result.CopyFrom(inference.classify(servable, signature_name, request.input))
+            _fill_model_spec(response.model_spec, request.model_spec.name, version, signature_name)
+            return response
+
+    def Regress(self, request, context):
+        with _status_on_error(context), _lease(self._manager, request) as (version, servable):
+            signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            response = regression_pb2.RegressionResponse()
+            response.result.CopyFrom(inference.regress(servable, signature_name, request.input))
+            _fill_model_spec(response.model_spec, request.model_spec.name, version, signature_name)
+            return response
+
+    def MultiInference(self, request, context):
+        with _status_on_error(context):
+            model_spec = request.tasks[0].model_spec if request.tasks else None
+            if model_spec is None or not model_spec.name:
+                raise invalid_argument("ModelSpec has no name specified.")
+            with self._manager.lease(model_spec) as (version, servable):
+                results = inference.multi_inference(servable, request)
+            response = inference_pb2.MultiInferenceResponse()
+            for result in results:
+                result.model_spec.version.value = version
+                response.results.append(result)
             return response
 
 
@@ -100,6 +133,13 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 if status.error:
                     entry.status.error_code = 2  # tensorflow.error.UNKNOWN
                     entry.status.error_message = status.error
+            return response
+
+    def HandleReloadConfigRequest(self, request, context):
+        with _status_on_error(context):
+            self._manager.reload(models_from_config(request.config))
+            response = model_management_pb2.ReloadConfigResponse()
+            response.status.SetInParent()
             return response
 
 

@@ -1,27 +1,51 @@
 """Which versions of which models are served: discovery by polling, loading, swapping, unloading.
 
-The policy is TF Serving's default, "latest 1": the highest complete version is served. A new
-version is loaded beside the old one and takes traffic only once loaded; requests already running
-on the old one finish on it, because they hold a reference to it.
+As TF Serving does it: each model's version policy (latest N, all, or specific versions) names
+the versions it wants from those complete on disk; a new version is loaded and warmed up beside
+the old ones and takes traffic only then, after which versions no longer wanted are dropped.
+Requests already running on a dropped version finish on it: they hold a reference to it.
 """
 
+import contextlib
 import logging
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+import grpc
+
 from service import model_repository
-from service.model_server.errors import not_found
+from service.model_server.errors import ServingError, invalid_argument, not_found
 from service.model_server.servable import SavedModelServable
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class VersionPolicy:
+    """TF Serving's model_version_policy: `latest` N (default 1), `all`, or `specific`."""
+
+    kind: str = "latest"
+    num_versions: int = 1
+    versions: frozenset[int] = frozenset()
+
+    def wanted(self, on_disk: Iterable[int]) -> set[int]:
+        available = sorted(on_disk)
+        if self.kind == "all":
+            return set(available)
+        if self.kind == "specific":
+            return self.versions & set(available)
+        return set(available[-max(self.num_versions, 1) :])
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     base_path: Path
+    policy: VersionPolicy = VersionPolicy()
+    labels: tuple[tuple[str, int], ...] = ()
 
 
 class VersionState(Enum):
@@ -44,22 +68,55 @@ class _Model:
     served: dict[int, SavedModelServable] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
     loading: set[int] = field(default_factory=set)
+    unloaded: set[int] = field(default_factory=set)
+
+
+Loader = Callable[[Path], SavedModelServable]
 
 
 class ModelManager:
-    def __init__(self, models: list[ModelConfig]) -> None:
-        self._models = {config.name: _Model(config) for config in models}
+    def __init__(
+        self,
+        models: list[ModelConfig],
+        load: Loader = SavedModelServable,
+        allow_labels_for_unavailable_models: bool = False,
+    ) -> None:
+        self._load_servable = load
+        self._allow_unavailable_labels = allow_labels_for_unavailable_models
+        self._models: dict[str, _Model] = {}
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # one poll or reload at a time
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self.reload(models)
+
+    def reload(self, models: list[ModelConfig]) -> None:
+        """Serve exactly these models: new ones are loaded, dropped ones unloaded."""
+        names = [config.name for config in models]
+        for name in names:
+            if names.count(name) > 1:
+                raise invalid_argument(
+                    f"Illegal to list model {name} multiple times in config list"
+                )
+        with self._sync_lock:
+            with self._lock:
+                current = self._models
+                self._models = {
+                    config.name: _Model(config, **_state_of(current.get(config.name)))
+                    for config in models
+                }
+            for name in current.keys() - self._models.keys():
+                for servable in current[name].served.values():
+                    servable.retire()
+            self._sync_all()
+            self._check_labels()
 
     def poll_once(self) -> None:
         """Bring every model's served versions in line with what its base path holds."""
-        for model in self._models.values():
-            self._sync(model)
+        with self._sync_lock:
+            self._sync_all()
 
     def start_polling(self, interval_seconds: float) -> None:
-        self.poll_once()
         if interval_seconds > 0:
             self._poller = threading.Thread(
                 target=self._poll_forever,
@@ -74,11 +131,36 @@ class ModelManager:
         if self._poller is not None:
             self._poller.join()
 
-    def servable(self, name: str, version: int | None = None) -> tuple[int, SavedModelServable]:
-        """The servable for a request: a given version, or the latest one served."""
+    def failed_versions(self) -> dict[str, dict[int, str]]:
         with self._lock:
-            model = self._models.get(name)
-            served = dict(model.served) if model else {}
+            return {
+                name: dict(model.failed) for name, model in self._models.items() if model.failed
+            }
+
+    @contextlib.contextmanager
+    def lease(self, model_spec) -> Iterator[tuple[int, SavedModelServable]]:
+        """The version and servable a request's ModelSpec names, held for the request."""
+        name = model_spec.name
+        if not name:
+            raise invalid_argument("ModelSpec has no name specified.")
+        choice = model_spec.WhichOneof("version_choice")
+        if choice == "version":
+            wanted: int | None = model_spec.version.value
+        elif choice == "version_label":
+            wanted = self._version_for_label(name, model_spec.version_label)
+        else:
+            wanted = None
+        with self._lock:
+            version, servable = self._find(name, wanted)
+            servable.acquire()
+        try:
+            yield version, servable
+        finally:
+            servable.release()
+
+    def _find(self, name: str, version: int | None) -> tuple[int, SavedModelServable]:
+        model = self._models.get(name)
+        served = model.served if model else {}
         if version is None:
             if not served:
                 raise not_found(f"Servable not found for request: Latest({name})")
@@ -90,13 +172,7 @@ class ModelManager:
     def statuses(self, name: str, version: int | None = None) -> list[VersionStatus]:
         with self._lock:
             model = self._models.get(name)
-            if model is None:
-                raise not_found(f"Could not find any versions of model {name}")
-            known = [VersionStatus(v, VersionState.AVAILABLE) for v in model.served]
-            known += [VersionStatus(v, VersionState.LOADING) for v in model.loading]
-            known += [
-                VersionStatus(v, VersionState.END, error) for v, error in model.failed.items()
-            ]
+            known = _statuses(model) if model else []
         if version is not None:
             known = [status for status in known if status.version == version]
             if not known:
@@ -105,6 +181,28 @@ class ModelManager:
             raise not_found(f"Could not find any versions of model {name}")
         return sorted(known, key=lambda status: status.version, reverse=True)
 
+    def _version_for_label(self, name: str, label: str) -> int:
+        with self._lock:
+            model = self._models.get(name)
+            labels = dict(model.config.labels) if model else {}
+        if label not in labels:
+            raise invalid_argument(f"Unrecognized servable version label: {label}")
+        return labels[label]
+
+    def _check_labels(self) -> None:
+        if self._allow_unavailable_labels:
+            return
+        with self._lock:
+            models = list(self._models.values())
+        for model in models:
+            for _, version in model.config.labels:
+                if version not in model.served:
+                    raise ServingError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"Request to assign label to version {version} of model "
+                        f"{model.config.name}, which is not currently available for inference",
+                    )
+
     def _poll_forever(self, interval_seconds: float) -> None:
         while not self._stop.wait(interval_seconds):
             try:
@@ -112,35 +210,35 @@ class ModelManager:
             except Exception:
                 log.exception("polling the model repository failed; trying again next time")
 
+    def _sync_all(self) -> None:
+        with self._lock:
+            models = list(self._models.values())
+        for model in models:
+            self._sync(model)
+
     def _sync(self, model: _Model) -> None:
         on_disk = {
             version: path
             for version, path in model_repository.list_versions(model.config.base_path).items()
             if model_repository.is_complete(path)
         }
-        if not on_disk:
-            return
-        wanted = max(on_disk)
-        if wanted not in model.served and wanted not in model.failed:
-            self._load(model, wanted, on_disk[wanted])
+        wanted = model.config.policy.wanted(on_disk)
+        for version in sorted(wanted - set(model.served) - set(model.failed), reverse=True):
+            self._load(model, version, on_disk[version])
         with self._lock:
-            if wanted in model.served:
-                retired = [v for v in model.served if v != wanted]
-                for version in retired:
-                    del model.served[version]
-            else:
-                # The wanted version failed to load: keep serving what already works.
-                retired = [v for v in model.served if v not in on_disk]
-                for version in retired:
-                    del model.served[version]
-        for version in retired:
+            # Keep serving what works until something wanted is up: never drop to nothing.
+            keep = wanted & set(model.served) or set(model.served) & set(on_disk)
+            retired = {v: model.served.pop(v) for v in list(model.served) if v not in keep}
+            model.unloaded.update(retired)
+        for version, servable in retired.items():
+            servable.retire()
             log.info("unloaded %s version %d", model.config.name, version)
 
     def _load(self, model: _Model, version: int, path: Path) -> None:
         with self._lock:
             model.loading.add(version)
         try:
-            servable = SavedModelServable(path)
+            servable = self._load_servable(path)
         except Exception as error:
             log.error(
                 "failed to load %s version %d from %s: %s", model.config.name, version, path, error
@@ -151,5 +249,22 @@ class ModelManager:
             return
         with self._lock:
             model.loading.discard(version)
+            model.unloaded.discard(version)
             model.served[version] = servable
         log.info("serving %s version %d from %s", model.config.name, version, path)
+
+
+def _state_of(model: _Model | None) -> dict:
+    if model is None:
+        return {}
+    return {"served": model.served, "failed": model.failed, "unloaded": model.unloaded}
+
+
+def _statuses(model: _Model) -> list[VersionStatus]:
+    # As TF Serving's state monitor: versions once served and then unloaded stay listed as END.
+    return (
+        [VersionStatus(v, VersionState.AVAILABLE) for v in model.served]
+        + [VersionStatus(v, VersionState.LOADING) for v in model.loading]
+        + [VersionStatus(v, VersionState.END, error) for v, error in model.failed.items()]
+        + [VersionStatus(v, VersionState.END) for v in model.unloaded]
+    )

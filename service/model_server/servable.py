@@ -6,20 +6,21 @@ its behaviour: TF1 and TF2 SavedModels alike, and no shape checks beyond what th
 """
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
+from service.model_server.batching import Batcher, BatchingParameters, Key
 from service.model_server.errors import failed_precondition, invalid_argument
 
 DEFAULT_SIGNATURE = "serving_default"
 
 
 class SavedModelServable:
-    def __init__(self, version_dir: Path) -> None:
+    def __init__(self, version_dir: Path, batching: BatchingParameters | None = None) -> None:
         self.path = version_dir
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph)
@@ -30,8 +31,13 @@ class SavedModelServable:
         self.signature_defs: Mapping[str, meta_graph_pb2.SignatureDef] = dict(
             meta_graph.signature_def
         )
-        self._callables: dict[tuple[str, tuple[str, ...], tuple[str, ...]], object] = {}
+        self._callables: dict[Key, Callable[..., list[np.ndarray]]] = {}
         self._callables_lock = threading.Lock()
+        self._batcher = Batcher(batching, self._run_callable) if batching else None
+        self.warmup_calls = 0
+        self._leases = 0
+        self._retired = False
+        self._lease_lock = threading.Lock()
 
     def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
         name = name or DEFAULT_SIGNATURE
@@ -47,35 +53,74 @@ class SavedModelServable:
     ) -> dict[str, np.ndarray]:
         """Run a signature on named inputs; returns the outputs by alias."""
         signature_name = signature_name or DEFAULT_SIGNATURE
-        signature = self.signature(signature_name)
-        _check_input_names(signature, inputs)
-        _check_input_dtypes(signature, inputs)
-        output_names = _select_outputs(signature, output_filter)
-        input_names = tuple(sorted(inputs))
-        run = self._callable(signature_name, input_names, output_names)
-        try:
-            values = run(*(inputs[name] for name in input_names))
-        except tf.errors.InvalidArgumentError as error:
-            raise invalid_argument(_explain_run_error(signature, inputs, error)) from error
-        return dict(zip(output_names, values, strict=True))
+        output_names = _select_outputs(self.signature(signature_name), output_filter)
+        values = self.run_many(
+            {signature_name: inputs}, [(signature_name, alias) for alias in output_names]
+        )
+        return {alias: values[(signature_name, alias)] for alias in output_names}
 
-    def _callable(
-        self, signature_name: str, input_names: tuple[str, ...], output_names: tuple[str, ...]
-    ):
-        key = (signature_name, input_names, output_names)
+    def run_many(
+        self,
+        inputs: Mapping[str, Mapping[str, np.ndarray]],
+        fetches: Sequence[tuple[str, str]],
+    ) -> dict[tuple[str, str], np.ndarray]:
+        """One session run for several signatures: inputs by signature, then by alias; outputs
+        by (signature, alias)."""
+        feeds: dict[str, np.ndarray] = {}
+        for signature_name, signature_inputs in inputs.items():
+            signature = self.signature(signature_name)
+            _check_input_names(signature, signature_inputs)
+            _check_input_dtypes(signature, signature_inputs)
+            for alias, value in signature_inputs.items():
+                feeds[signature.inputs[alias].name] = value
+        tensor_names = [self.signature_defs[sig].outputs[alias].name for sig, alias in fetches]
+        fetch_names = tuple(dict.fromkeys(tensor_names))  # each tensor fetched once
+        feed_names = tuple(sorted(feeds))
+        key, feed_values = (feed_names, fetch_names), [feeds[name] for name in feed_names]
+        try:
+            if self._batcher is not None:
+                values = self._batcher.submit(key, feed_values)
+            else:
+                values = self._run_callable(key, feed_values)
+        except tf.errors.InvalidArgumentError as error:
+            message = _explain_run_error(self.signature_defs, inputs, error)
+            raise invalid_argument(message) from error
+        by_name = dict(zip(fetch_names, values, strict=True))
+        return {fetch: by_name[name] for fetch, name in zip(fetches, tensor_names, strict=True)}
+
+    def _run_callable(self, key: Key, feed_values: Sequence[np.ndarray]) -> list[np.ndarray]:
         with self._callables_lock:
             if key not in self._callables:
-                signature = self.signature_defs[signature_name]
-                options = config_pb2.CallableOptions(
-                    feed=[signature.inputs[name].name for name in input_names],
-                    fetch=[signature.outputs[name].name for name in output_names],
-                )
+                feed_names, fetch_names = key
+                options = config_pb2.CallableOptions(feed=feed_names, fetch=fetch_names)
                 # The C++ callable feeds tensors by name without the Python session's shape check,
                 # which TF Serving does not make either.
                 self._callables[key] = self._session._make_callable_from_options(options)
-            return self._callables[key]
+            run = self._callables[key]
+        return run(*feed_values)
 
-    def close(self) -> None:
+    def acquire(self) -> None:
+        """Take a lease for one request; a retired servable closes when its last lease ends."""
+        with self._lease_lock:
+            self._leases += 1
+
+    def release(self) -> None:
+        with self._lease_lock:
+            self._leases -= 1
+            close = self._retired and self._leases == 0
+        if close:
+            self._close()
+
+    def retire(self) -> None:
+        with self._lease_lock:
+            self._retired = True
+            close = self._leases == 0
+        if close:
+            self._close()
+
+    def _close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
         self._session.close()
 
 
@@ -124,19 +169,20 @@ def _select_outputs(
 
 
 def _explain_run_error(
-    signature: meta_graph_pb2.SignatureDef,
-    inputs: Mapping[str, np.ndarray],
+    signature_defs: Mapping[str, meta_graph_pb2.SignatureDef],
+    inputs: Mapping[str, Mapping[str, np.ndarray]],
     error: tf.errors.InvalidArgumentError,
 ) -> str:
     """The graph's own message, prefixed by the inputs whose shapes the signature does not admit."""
     mismatches = []
-    for name, value in sorted(inputs.items()):
-        declared = tf.TensorShape(signature.inputs[name].tensor_shape)
-        if not declared.is_compatible_with(value.shape):
-            mismatches.append(
-                f"input '{name}' has shape {list(value.shape)} but the signature expects "
-                f"{_shape_text(declared)}"
-            )
+    for signature_name, signature_inputs in inputs.items():
+        for name, value in sorted(signature_inputs.items()):
+            declared = tf.TensorShape(signature_defs[signature_name].inputs[name].tensor_shape)
+            if not declared.is_compatible_with(value.shape):
+                mismatches.append(
+                    f"input '{name}' has shape {list(value.shape)} but the signature expects "
+                    f"{_shape_text(declared)}"
+                )
     return "; ".join([*mismatches, error.message]) if mismatches else error.message
 
 

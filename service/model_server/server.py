@@ -1,16 +1,23 @@
 """Start the gRPC server, serve until SIGTERM or SIGINT, then finish the calls in flight."""
 
+import functools
 import logging
 import signal
 import threading
 from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+from service.model_server.batching import BatchingParameters
+from service.model_server.config import ConfigError, read_config_file
+from service.model_server.errors import ServingError
 from service.model_server.grpc_api import ModelService, PredictionService
 from service.model_server.manager import ModelConfig, ModelManager
+from service.model_server.warmup import load_and_warm_up
 from service.ports import PortInUseError
 
 log = logging.getLogger(__name__)
@@ -18,17 +25,39 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 30
 
 
-def build_server(manager: ModelManager, host: str, port: int, max_workers: int = 16) -> grpc.Server:
+class StartupError(RuntimeError):
+    """The server cannot start as configured; the message says why."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str = "0.0.0.0"
+    port: int = 8500
+    file_system_poll_wait_seconds: float = 1.0
+    model_config_file: Path | None = None
+    model_config_file_poll_wait_seconds: float = 0.0
+    batching: BatchingParameters | None = None
+    allow_version_labels_for_unavailable_models: bool = False
+    max_workers: int = 32
+
+
+def build_server(manager: ModelManager, host: str, port: int, max_workers: int = 32) -> grpc.Server:
     # gRPC sets SO_REUSEPORT by default, which would let a second server share a port silently.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers), options=[("grpc.so_reuseport", 0)]
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 2**31 - 1)],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(manager), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
     health_servicer = health.HealthServicer()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    for service_name in (
+        "",
+        "tensorflow.serving.PredictionService",
+        "tensorflow.serving.ModelService",
+    ):
+        health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{host}:{port}"
     try:
@@ -40,17 +69,71 @@ def build_server(manager: ModelManager, host: str, port: int, max_workers: int =
     return server
 
 
-def serve(models: list[ModelConfig], host: str, port: int, poll_seconds: float) -> None:
+def new_manager(options: ServerOptions) -> ModelManager:
+    return ModelManager(
+        [],
+        load=functools.partial(load_and_warm_up, batching=options.batching),
+        allow_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
+    )
+
+
+def load_initial_models(manager: ModelManager, models: list[ModelConfig]) -> None:
+    """Like TF Serving, refuse to start if a configured model fails to load."""
+    try:
+        manager.reload(models)
+    except ServingError as error:
+        raise StartupError(error.message) from error
+    failed = [
+        f"{{name: {name} version: {version} due to error: {message}}}"
+        for name, versions in manager.failed_versions().items()
+        for version, message in versions.items()
+    ]
+    if failed:
+        raise StartupError(
+            f"{len(failed)} servable(s) did not become available: {', '.join(failed)}"
+        )
+
+
+def serve(models: list[ModelConfig], options: ServerOptions) -> None:
     """Serve until SIGTERM or SIGINT; calls in flight get a grace period to finish."""
-    manager = ModelManager(models)
-    server = build_server(manager, host, port)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    manager.start_polling(poll_seconds)
+    manager = new_manager(options)
+    # Bound before loading: a taken port is reported before minutes of model loading.
+    server = build_server(manager, options.host, options.port, options.max_workers)
+    load_initial_models(manager, models)
+    manager.start_polling(options.file_system_poll_wait_seconds)
+    config_poller = _poll_config_file(manager, options, stopping)
     server.start()
-    log.info("model server listening on %s:%d", host, port)
+    log.info("model server listening on %s:%d", options.host, options.port)
     stopping.wait()
     log.info("stopping: finishing calls in flight")
     server.stop(SHUTDOWN_GRACE_SECONDS).wait()
     manager.stop()
+    if config_poller is not None:
+        config_poller.join()
+
+
+def _poll_config_file(
+    manager: ModelManager, options: ServerOptions, stopping: threading.Event
+) -> threading.Thread | None:
+    path, interval = options.model_config_file, options.model_config_file_poll_wait_seconds
+    if path is None or interval <= 0:
+        return None
+
+    def poll() -> None:
+        last = path.read_text()
+        while not stopping.wait(interval):
+            try:
+                text = path.read_text()
+                if text != last:
+                    manager.reload(read_config_file(path))
+                    last = text
+                    log.info("reloaded model config from %s", path)
+            except (OSError, ConfigError, ServingError) as error:
+                log.error("Failed to reload ModelServerConfig file %s: %s", path, error)
+
+    thread = threading.Thread(target=poll, name="config-poller", daemon=True)
+    thread.start()
+    return thread

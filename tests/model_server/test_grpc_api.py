@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import json_format
+from savedmodels import write_half_plus_two
 from support import SHARED_TESTDATA, free_port
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -27,21 +28,6 @@ needs_shared = pytest.mark.skipif(
 )
 
 
-def write_half_plus_two(base_path: Path, version_dir: str = "00000123") -> Path:
-    """A TF2 SavedModel equivalent to TF Serving's half_plus_two test model."""
-
-    class HalfPlusTwo(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
-        def serve(self, x):
-            return {"y": 0.5 * x + 2.0}
-
-    module = HalfPlusTwo()
-    tf.saved_model.save(
-        module, str(base_path / version_dir), signatures={"serving_default": module.serve}
-    )
-    return base_path
-
-
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory, trained_digits) -> dict[str, Path]:
     dirs = {
@@ -55,9 +41,11 @@ def model_dirs(tmp_path_factory, trained_digits) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def manager(model_dirs) -> ModelManager:
-    manager = ModelManager([ModelConfig(name, path) for name, path in model_dirs.items()])
-    manager.poll_once()
-    return manager
+    return ModelManager([ModelConfig(name, path) for name, path in model_dirs.items()])
+
+
+def available_versions(manager: ModelManager, name: str) -> list[int]:
+    return [s.version for s in manager.statuses(name) if s.state.value == "AVAILABLE"]
 
 
 @pytest.fixture(scope="module")
@@ -252,23 +240,22 @@ def test_model_status_lists_the_served_version(channel):
 def test_a_newer_version_replaces_the_old_one_when_published(tmp_path):
     base_path = write_half_plus_two(tmp_path / "model")
     manager = ModelManager([ModelConfig("m", base_path)])
-    manager.poll_once()
-    assert manager.servable("m")[0] == 123
+    assert available_versions(manager, "m") == [123]
     shutil.copytree(base_path / "00000123", base_path / "124")
     (base_path / "125").mkdir()  # an incomplete version is never loaded
     manager.poll_once()
-    assert manager.servable("m")[0] == 124
-    assert [status.version for status in manager.statuses("m")] == [124]
+    assert available_versions(manager, "m") == [124]
+    states = {status.version: status.state.value for status in manager.statuses("m")}
+    assert states == {124: "AVAILABLE", 123: "END"}
 
 
 def test_a_version_that_fails_to_load_is_reported_and_the_old_one_kept(tmp_path):
     base_path = write_half_plus_two(tmp_path / "model")
     manager = ModelManager([ModelConfig("m", base_path)])
-    manager.poll_once()
     (base_path / "200").mkdir()
     (base_path / "200" / "saved_model.pb").write_bytes(b"not a SavedModel")
     manager.poll_once()
-    assert manager.servable("m")[0] == 123
+    assert available_versions(manager, "m") == [123]
     failed = {status.version: status for status in manager.statuses("m")}[200]
     assert failed.state.value == "END" and "200" in failed.error
 

@@ -1,0 +1,149 @@
+"""Benchmark `nnserve model-server`: Predict on the digits CNN with TF Serving's official stubs.
+
+Run by hand (not in the test suite), from the repository root:
+
+    .venv/bin/python bench/model_server.py [--model-base-path models/digits-cnn] [--seconds 10]
+
+For concurrency 1, 8 and 32 it drives a server with batching off and one with batching on, each
+a real subprocess on 127.0.0.1, and reports requests/s, p50 and p99 beside the in-process
+SavedModel call (the ceiling). Each request carries one 8x8 image, as a single client would send.
+"""
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from service.model_server.servable import SavedModelServable
+from service.ports import listen
+
+CONCURRENCY = (1, 8, 32)
+BATCHING = "max_batch_size { value: 32 } batch_timeout_micros { value: 2000 } num_batch_threads { value: 2 } max_enqueued_batches { value: 1000 }"  # noqa: E501
+
+
+def free_port() -> int:
+    sock = listen("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def image() -> np.ndarray:
+    return np.random.default_rng(0).uniform(0, 16, (1, 8, 8, 1)).astype(np.float32)
+
+
+def drive(call, concurrency: int, seconds: float) -> tuple[float, list[float]]:
+    """Calls `call` from `concurrency` threads for `seconds`; returns requests/s and latencies."""
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    deadline = time.perf_counter() + seconds
+
+    def worker(mine: list[float]) -> None:
+        while (start := time.perf_counter()) < deadline:
+            call()
+            mine.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=worker, args=(mine,)) for mine in latencies]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    flat = [latency for mine in latencies for latency in mine]
+    return len(flat) / elapsed, flat
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000
+
+
+def serve(model_base_path: Path, batching_file: Path | None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "model-server",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--model_name=digits",
+        f"--model_base_path={model_base_path}",
+    ]
+    if batching_file:
+        args += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
+    process = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    address = f"127.0.0.1:{port}"
+    with grpc.insecure_channel(address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=300)
+    return process, address
+
+
+def bench_server(address: str, seconds: float) -> dict[int, tuple[float, list[float]]]:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "digits"
+    request.inputs["image"].CopyFrom(tf.make_tensor_proto(image()))
+    results = {}
+    with grpc.insecure_channel(address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        drive(lambda: stub.Predict(request), 4, 1.0)  # warm the connection and the graph
+        for concurrency in CONCURRENCY:
+            results[concurrency] = drive(lambda: stub.Predict(request), concurrency, seconds)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-base-path", type=Path, default=Path("models/digits-cnn"))
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    base = args.model_base_path.resolve()
+    latest = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+    servable = SavedModelServable(latest)
+    inputs = {"image": image()}
+    servable.run("", inputs)
+    in_process = {c: drive(lambda: servable.run("", inputs), c, args.seconds) for c in CONCURRENCY}
+
+    rows = {"in-process SavedModel call": in_process}
+    with tempfile.TemporaryDirectory() as scratch:
+        batching_file = Path(scratch) / "batching.config"
+        batching_file.write_text(BATCHING)
+        for label, batching in (
+            ("model server, batching off", None),
+            ("model server, batching on", batching_file),
+        ):
+            process, address = serve(base, batching)
+            try:
+                rows[label] = bench_server(address, args.seconds)
+            finally:
+                process.terminate()
+                process.wait(60)
+
+    print(f"digits CNN version {latest.name}, {args.seconds:.0f} s per cell, one image per request")
+    print("| path | concurrency | requests/s | p50 ms | p99 ms |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, results in rows.items():
+        for concurrency, (rate, latencies) in results.items():
+            print(
+                f"| {label} | {concurrency} | {rate:.0f} | {percentile(latencies, 50):.2f} | "
+                f"{percentile(latencies, 99):.2f} |"
+            )
+    off, on = rows["model server, batching off"], rows["model server, batching on"]
+    print(f"\nbatching on / off at concurrency 32: {on[32][0] / off[32][0]:.2f}x requests/s")
+    added = statistics.median(off[1][1]) - statistics.median(in_process[1][1])
+    print(f"server p50 minus in-process p50 at concurrency 1: {added * 1000:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
