@@ -87,18 +87,20 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             return response
 
     def Classify(self, request, context):
-        with _status_on_error(context), _lease(self._manager, request) as (version, servable):
-            signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            response = classification_pb2.ClassificationResponse()
-            response.result.CopyFrom(inference.classify(servable, signature_name, request.input))
-            _fill_model_spec(response.model_spec, request.model_spec.name, version, signature_name)
-            return response
+        return self._on_examples(
+            request, context, inference.classify, classification_pb2.ClassificationResponse()
+        )
 
     def Regress(self, request, context):
+        return self._on_examples(
+            request, context, inference.regress, regression_pb2.RegressionResponse()
+        )
+
+    def _on_examples(self, request, context, run, response):
+        """Classify and Regress: run tf.Example inputs through a signature into `response`."""
         with _status_on_error(context), _lease(self._manager, request) as (version, servable):
             signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            response = regression_pb2.RegressionResponse()
-            response.result.CopyFrom(inference.regress(servable, signature_name, request.input))
+            response.result.CopyFrom(run(servable, signature_name, request.input))
             _fill_model_spec(response.model_spec, request.model_spec.name, version, signature_name)
             return response
 
