@@ -23,6 +23,7 @@ from service.model_server.config import models_from_config
 from service.model_server.errors import ServingError, invalid_argument
 from service.model_server.manager import ModelManager
 from service.model_server.servable import DEFAULT_SIGNATURE
+from service.model_server.tensors import to_array, to_tensor_proto
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request, context):
         with _status_on_error(context), _lease(self._manager, request) as (version, servable):
             signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            inputs = {name: _to_array(name, tensor) for name, tensor in request.inputs.items()}
+            inputs = {name: to_array(name, tensor) for name, tensor in request.inputs.items()}
             outputs = servable.run(signature_name, inputs, list(request.output_filter))
             response = predict_pb2.PredictResponse()
             _fill_model_spec(response.model_spec, request.model_spec.name, version, signature_name)
             for alias, value in outputs.items():
-                response.outputs[alias].CopyFrom(tf.make_tensor_proto(value))
+                response.outputs[alias].CopyFrom(to_tensor_proto(value))
             return response
 
     def GetModelMetadata(self, request, context):
@@ -143,13 +144,6 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             response = model_management_pb2.ReloadConfigResponse()
             response.status.SetInParent()
             return response
-
-
-def _to_array(name: str, tensor):
-    try:
-        return tf.make_ndarray(tensor)
-    except Exception as error:
-        raise invalid_argument(f"tensor parsing error: {name}: {error}") from error
 
 
 def _fill_model_spec(model_spec, name: str, version: int, signature_name: str) -> None:

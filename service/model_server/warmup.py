@@ -16,6 +16,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from service.model_server import inference
 from service.model_server.batching import BatchingParameters
 from service.model_server.servable import DEFAULT_SIGNATURE, SavedModelServable
+from service.model_server.tensors import to_array
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def _replay(servable: SavedModelServable, records: Path) -> int:
         kind = record.WhichOneof("log_type")
         if kind == "predict_log":
             request = record.predict_log.request
-            inputs = {name: tf.make_ndarray(t) for name, t in request.inputs.items()}
+            inputs = {name: to_array(name, t) for name, t in request.inputs.items()}
             servable.run(request.model_spec.signature_name, inputs, list(request.output_filter))
         elif kind == "classify_log":
             request = record.classify_log.request

@@ -93,6 +93,9 @@ def test_predict_answers_as_tf_serving(predict, model):
     np.testing.assert_allclose(tf.make_ndarray(response.outputs["y"]), [[2.5], [3.0], [4.5]])
     assert response.model_spec.name == model
     assert response.model_spec.version.value == 123
+    # As TF Serving answers by default: typed values, which clients read directly.
+    assert list(response.outputs["y"].float_val) == [2.5, 3.0, 4.5]
+    assert not response.outputs["y"].tensor_content
     assert response.model_spec.signature_name == "serving_default"
 
 
