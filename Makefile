@@ -15,12 +15,27 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[serving,pipeline,test]'
 	touch $(STAMP)
 
+# checkov pins packages that clash with Prefect's (packaging<24, cachetools<6): it gets a venv of
+# its own, which tests/deploy finds at .venv/tools/checkov.
+CHECKOV := $(VENV)/tools/checkov/bin/checkov
+$(CHECKOV): | $(BIN)/python
+	$(PYTHON) -m venv $(VENV)/tools/checkov
+	$(VENV)/tools/checkov/bin/python -m pip install --quiet 'checkov==3.3.30'
+
+# The demo page's browser test drives Debian's chromium. Best effort: where apt cannot install it
+# (not root, no apt, no mirror), that one test skips and says why.
+BROWSER := $(VENV)/.browser-checked
+$(BROWSER): | $(BIN)/python
+	-command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	touch $@
+
 install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/nnserve up
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV) $(BROWSER)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest
 
