@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,44 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(
         10.0, gt=0, description="Deadline of one gateway call to the model server"
     )
+    # The gateway's own settings.
+    model_config_file: Path | None = Field(
+        None,
+        description="TF Serving's model config file: the models (and version labels) the gateway "
+        "lists and waits for; without it, the models are the folders of the model repository",
+    )
+    backend_retries: int = Field(
+        3, ge=0, description="Retries of a model server call that failed as UNAVAILABLE"
+    )
+    backend_retry_backoff_seconds: float = Field(
+        0.05, ge=0, description="Pause before the first retry; doubled before each further one"
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Largest request body the gateway reads (else 413)"
+    )
+    api_keys: str = Field(
+        "", description="Comma-separated API keys; when set, /v1/ requests need one (401 / 403)"
+    )
+    api_key_header: str = Field("X-API-Key", description="Header that carries the API key")
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed by CORS ('*' for any); empty: no CORS"
+    )
+    max_image_pixels: int = Field(
+        4096 * 4096, gt=0, description="Largest uploaded image (width x height) the gateway decodes"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Level of the gateway's JSON logs"
+    )
+
+    def api_key_list(self) -> list[str]:
+        return _split(self.api_keys)
+
+    def cors_origin_list(self) -> list[str]:
+        return _split(self.cors_origins)
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 @lru_cache

@@ -1,4 +1,4 @@
-"""The gateway's FastAPI app: routes, the backend's lifetime, and errors as `{"error": ...}`."""
+"""The gateway's FastAPI app: routes, middleware, backend lifetime, errors as `{"error": ...}`."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -7,33 +7,70 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from service.gateway.backend import BackendError, TFServingBackend
+from service.gateway.catalog import CatalogError, ModelCatalog
 from service.gateway.codec import CodecError
 from service.gateway.dataplane import DataPlane
 from service.gateway.errors import HTTP_STATUS_BY_CODE
-from service.gateway.routes import models
+from service.gateway.guard import Guard
+from service.gateway.images import ImageError
+from service.gateway.observability import GatewayMetrics, RequestObserver
+from service.gateway.routes import demo, models, ops
 from service.settings import Settings
 
 
 def create_app(settings: Settings) -> FastAPI:
+    metrics = GatewayMetrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backend = TFServingBackend(settings.tfserving_addr, settings.request_timeout_seconds)
-        app.state.dataplane = DataPlane(backend)
+        backend = TFServingBackend(
+            settings.tfserving_addr,
+            settings.request_timeout_seconds,
+            retries=settings.backend_retries,
+            backoff_seconds=settings.backend_retry_backoff_seconds,
+            observe=metrics.observe_backend,
+        )
+        catalog = ModelCatalog(settings.model_repo, settings.model_config_file)
+        app.state.dataplane = DataPlane(
+            backend, catalog, max_image_pixels=settings.max_image_pixels
+        )
         yield
         await backend.close()
 
     app = FastAPI(
         title="nnserve gateway",
         lifespan=lifespan,
-        description="TensorFlow Serving's REST API in front of its gRPC API.",
+        description="TensorFlow Serving's REST API in front of its gRPC API, and more.",
     )
+    app.state.metrics = metrics
     app.include_router(models.router)
-    app.add_exception_handler(CodecError, _codec_error)
+    app.include_router(ops.router)
+    app.include_router(demo.router)
+    app.add_exception_handler(CodecError, _bad_request)
+    app.add_exception_handler(ImageError, _bad_request)
+    app.add_exception_handler(CatalogError, _catalog_error)
     app.add_exception_handler(BackendError, _backend_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _malformed_request)
+    app.add_exception_handler(RequestValidationError, _invalid_parameters)
+    # Added innermost first: the observer sees every answer, the guard's refusals included.
+    app.add_middleware(
+        Guard,
+        api_keys=settings.api_key_list(),
+        api_key_header=settings.api_key_header,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    if settings.cors_origin_list():
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list(),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", settings.api_key_header, "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(RequestObserver, metrics=metrics)
     return app
 
 
@@ -43,8 +80,12 @@ def error_response(status_code: int, message: str) -> Response:
     )
 
 
-async def _codec_error(request: Request, error: CodecError) -> Response:
+async def _bad_request(request: Request, error: CodecError | ImageError) -> Response:
     return error_response(400, error.message)
+
+
+async def _catalog_error(request: Request, error: CatalogError) -> Response:
+    return error_response(404, error.message)
 
 
 async def _backend_error(request: Request, error: BackendError) -> Response:
@@ -54,9 +95,19 @@ async def _backend_error(request: Request, error: BackendError) -> Response:
 async def _http_error(request: Request, error: HTTPException) -> Response:
     # As TF Serving: any /v1/ request that matches no operation is a malformed request.
     if request.url.path.startswith("/v1/") and error.status_code in (404, 405):
-        return await _malformed_request(request, error)
+        return _malformed_request(request)
     return error_response(error.status_code, str(error.detail))
 
 
-async def _malformed_request(request: Request, error: Exception) -> Response:
+async def _invalid_parameters(request: Request, error: RequestValidationError) -> Response:
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+        for problem in error.errors()
+    )
+    return error_response(
+        400, f"Malformed request: {request.method} {request.url.path}: {problems}"
+    )
+
+
+def _malformed_request(request: Request) -> Response:
     return error_response(400, f"Malformed request: {request.method} {request.url.path}")

@@ -260,8 +260,8 @@ def predict_inputs(
 ) -> PredictInputs:
     """Decode a :predict body, row ("instances") or columnar ("inputs") format.
 
-    `check_shapes` additionally enforces the signature's shapes; TF Serving does not (it feeds
-    a [3] tensor to half_plus_two's [-1, 1] input), hence off by default.
+    `check_shapes` additionally enforces the signature's shapes, up to size-1 dimensions: TF
+    Serving checks no shapes and feeds a [3] tensor to half_plus_two's [-1, 1] input.
     """
     signature_name = request_signature_name(doc)
     if not input_specs:
@@ -469,15 +469,43 @@ def _numeric(where: str, leaves: np.ndarray, leaf_types: set[type], dtype: int) 
     return wide.astype(target)
 
 
-def _check_shape(where: str, shape: tuple[int, ...], declared: tuple[int | None, ...]) -> None:
-    fits = len(shape) == len(declared) and all(
+def _fits(shape: Sequence[int], declared: Sequence[int | None]) -> bool:
+    return len(shape) == len(declared) and all(
         want is None or want < 0 or want == have for have, want in zip(shape, declared, strict=True)
     )
-    if not fits:
+
+
+def _fits_squeezed(shape: Sequence[int], declared: Sequence[int | None]) -> bool:
+    """Whether the shapes agree once size-1 dims are dropped (an unknown dim may vanish too)."""
+    if not declared:
+        return not shape
+    want, rest = declared[0], declared[1:]
+    if want is None or want < 0:
+        return _fits_squeezed(shape, rest) or (bool(shape) and _fits_squeezed(shape[1:], rest))
+    return bool(shape) and shape[0] == want and _fits_squeezed(shape[1:], rest)
+
+
+def _check_shape(where: str, shape: tuple[int, ...], declared: tuple[int | None, ...]) -> None:
+    # When the shapes differ, size-1 dimensions are ignored: TF Serving feeds a [3] or a [1]
+    # tensor to half_plus_two's [-1, 1] input, and the graph computes the right answer.
+    squeezed = [size for size in shape if size != 1]
+    if not _fits(shape, declared) and not _fits_squeezed(squeezed, [d for d in declared if d != 1]):
         raise CodecError(
             f"{where}: shape {_shape_text(shape)} does not match the signature's "
             f"{_shape_text(declared)}"
         )
+
+
+def array_to_tensor(array: np.ndarray) -> TensorProto:
+    """A numeric numpy array as a TensorProto in tensor_content form."""
+    dtype = next((dt for dt, np_type in _NUMPY_TYPES.items() if np_type == array.dtype), None)
+    if dtype is None:
+        raise CodecError(f"numpy dtype {array.dtype} has no TensorFlow equivalent here")
+    tensor = TensorProto(dtype=dtype)
+    for size in array.shape:
+        tensor.tensor_shape.dim.add(size=size)
+    tensor.tensor_content = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return tensor
 
 
 # --- tensors to JSON -------------------------------------------------------------------------

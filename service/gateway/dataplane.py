@@ -2,20 +2,27 @@
 
 TF Serving's REST layer reads JSON values as the dtypes the signature declares, so each predict
 needs the signature: it is fetched with GetModelMetadata and cached for a few seconds per model
-target, and forgotten whenever the model server rejects a request made with it.
+target, and forgotten whenever the model server rejects a request made with it. The same
+signature lets the gateway refuse inputs with wrong names, dtypes or shapes before calling it.
 """
 
+import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
 from google.protobuf import json_format
 
 from service import wire
-from service.gateway import codec
+from service.gateway import codec, images
 from service.gateway.backend import BackendError, TFServingBackend
+from service.gateway.catalog import CatalogError, ModelCatalog
 
 DEFAULT_SIGNATURE = "serving_default"
+AVAILABLE = "AVAILABLE"
+PROBABILITIES = "probabilities"
 
 
 @dataclass(frozen=True)
@@ -35,26 +42,49 @@ class ModelTarget:
         return spec
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: its name (for messages) and its bytes."""
+
+    filename: str
+    data: bytes
+
+
 class DataPlane:
-    def __init__(self, backend: TFServingBackend, signature_ttl_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        backend: TFServingBackend,
+        catalog: ModelCatalog,
+        signature_ttl_seconds: float = 5.0,
+        max_image_pixels: int = 4096 * 4096,
+    ) -> None:
         self._backend = backend
+        self._catalog = catalog
         self._ttl = signature_ttl_seconds
+        self._max_image_pixels = max_image_pixels
         self._signatures: dict[ModelTarget, tuple[float, wire.SignatureDefMap]] = {}
+
+    # --- TF Serving's REST API ------------------------------------------------------------
 
     async def predict(self, target: ModelTarget, body: bytes) -> bytes:
         document = codec.parse_json(body)
         signature_name = codec.request_signature_name(document) or DEFAULT_SIGNATURE
         signature = await self._signature(target, signature_name)
-        inputs = codec.predict_inputs(document, codec.signature_input_specs(signature))
-        request = wire.PredictRequest(model_spec=target.model_spec(signature_name))
-        for name, tensor in inputs.tensors.items():
-            request.inputs[name].CopyFrom(tensor)
-        try:
-            response = await self._backend.predict(request)
-        except BackendError:
-            self._signatures.pop(target, None)
-            raise
+        inputs = codec.predict_inputs(
+            document, codec.signature_input_specs(signature), check_shapes=True
+        )
+        response = await self._predict(target, signature_name, inputs.tensors)
         return codec.predict_response_json(response.outputs, inputs.columnar)
+
+    async def classify(self, target: ModelTarget, body: bytes) -> bytes:
+        request = wire.ClassificationRequest(**self._examples_request(target, body))
+        response = await self._backend.classify(request)
+        return codec.classify_response_json(response)
+
+    async def regress(self, target: ModelTarget, body: bytes) -> bytes:
+        request = wire.RegressionRequest(**self._examples_request(target, body))
+        response = await self._backend.regress(request)
+        return codec.regress_response_json(response)
 
     async def model_status(self, target: ModelTarget) -> bytes:
         response = await self._backend.model_status(target.model_spec())
@@ -69,6 +99,125 @@ class DataPlane:
                 "metadata": {"signature_def": _to_dict(signature_defs)},
             }
         )
+
+    # --- beyond TF Serving ----------------------------------------------------------------
+
+    async def list_models(self) -> bytes:
+        """Every configured model with its versions (from the model server) and labels."""
+        models = self._catalog.models()
+        statuses = await asyncio.gather(
+            *(self._versions(model.name) for model in models), return_exceptions=True
+        )
+        listing = []
+        for model, versions in zip(models, statuses, strict=True):
+            if isinstance(versions, BaseException):
+                # A model the server does not know (yet) has no versions; anything else is news.
+                if not isinstance(versions, BackendError) or versions.code != "NOT_FOUND":
+                    raise versions
+                versions = []
+            listing.append(
+                {
+                    "name": model.name,
+                    "versions": versions,
+                    "labels": {label: str(v) for label, v in sorted(model.labels.items())},
+                }
+            )
+        return orjson.dumps({"models": listing})
+
+    async def ready(self) -> tuple[bool, dict[str, str]]:
+        """Whether the model server answers and every configured model has an AVAILABLE version."""
+        try:
+            models = self._catalog.models()
+        except CatalogError as error:
+            return False, {"model config": error.message}
+        if not models:
+            reachable = await self._backend.reachable()
+            return reachable, {"backend": "reachable" if reachable else "unreachable"}
+        report = {}
+        for model in models:
+            try:
+                versions = await self._versions(model.name)
+                state = AVAILABLE if any(v["state"] == AVAILABLE for v in versions) else "LOADING"
+            except BackendError as error:
+                state = error.code
+            report[model.name] = state
+        return all(state == AVAILABLE for state in report.values()), report
+
+    async def classify_images(
+        self, target: ModelTarget, uploads: Sequence[Upload], top_k: int, invert: bool
+    ) -> bytes:
+        """Top-k classes with label names for each uploaded image (nnserve models only)."""
+        if not uploads:
+            raise codec.CodecError("no image uploaded: send one or more files in the 'files' field")
+        version = await self._resolve_version(target)
+        metadata = self._catalog.version_metadata(target.name, version)
+        spec = images.ImageInputSpec.from_metadata(metadata.get("input", {}))
+        batch = np.stack(
+            [
+                images.to_model_input(
+                    upload.data, upload.filename, spec, self._max_image_pixels, invert
+                )
+                for upload in uploads
+            ]
+        )
+        tensor = codec.array_to_tensor(batch)
+        fixed = ModelTarget(target.name, version=version)
+        response = await self._predict(fixed, DEFAULT_SIGNATURE, {spec.name: tensor})
+        if PROBABILITIES not in response.outputs:
+            raise codec.CodecError(f"model {target.name} has no '{PROBABILITIES}' output")
+        probabilities = codec.tensor_to_array(response.outputs[PROBABILITIES])
+        labels = metadata.get("labels") or [str(i) for i in range(probabilities.shape[-1])]
+        results = [
+            {"file": upload.filename, "top_k": _top_k(row, labels, top_k)}
+            for upload, row in zip(uploads, probabilities, strict=True)
+        ]
+        return orjson.dumps(
+            {"model_spec": {"name": target.name, "version": str(version)}, "results": results}
+        )
+
+    # --- helpers --------------------------------------------------------------------------
+
+    async def _predict(
+        self, target: ModelTarget, signature_name: str, tensors: dict[str, wire.TensorProto]
+    ) -> wire.PredictResponse:
+        request = wire.PredictRequest(model_spec=target.model_spec(signature_name))
+        for name, tensor in tensors.items():
+            request.inputs[name].CopyFrom(tensor)
+        try:
+            return await self._backend.predict(request)
+        except BackendError:
+            self._signatures.pop(target, None)
+            raise
+
+    def _examples_request(self, target: ModelTarget, body: bytes) -> dict:
+        document = codec.parse_json(body)
+        signature_name = codec.request_signature_name(document)
+        return {
+            "model_spec": target.model_spec(signature_name),
+            "input": codec.examples_to_input(document),
+        }
+
+    async def _versions(self, name: str) -> list[dict]:
+        response = await self._backend.model_status(ModelTarget(name).model_spec())
+        return _to_dict(response)["model_version_status"]
+
+    async def _resolve_version(self, target: ModelTarget) -> int:
+        if target.version is not None:
+            return target.version
+        if target.label is not None:
+            model = self._catalog.model(target.name)
+            if model is None or target.label not in model.labels:
+                raise BackendError(
+                    "INVALID_ARGUMENT", f"Unrecognized servable version label: {target.label}"
+                )
+            return model.labels[target.label]
+        versions = await self._versions(target.name)
+        available = [int(v["version"]) for v in versions if v["state"] == AVAILABLE]
+        if not available:
+            raise BackendError(
+                "NOT_FOUND", f"Servable not found for request: Latest({target.name})"
+            )
+        return max(available)
 
     async def _signature(self, target: ModelTarget, signature_name: str) -> wire.SignatureDef:
         cached = self._signatures.get(target)
@@ -86,6 +235,18 @@ class DataPlane:
                 f'Serving signature name: "{signature_name}" not found in signature def',
             )
         return signature_defs[signature_name]
+
+
+def _top_k(probabilities: np.ndarray, labels: Sequence[str], k: int) -> list[dict]:
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [
+        {
+            "class_id": int(i),
+            "label": labels[i] if i < len(labels) else str(i),
+            "probability": float(probabilities[i]),
+        }
+        for i in order
+    ]
 
 
 def _to_dict(message) -> dict:

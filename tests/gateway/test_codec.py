@@ -269,15 +269,17 @@ def test_half_plus_two_predict(body: bytes, expected: bytes):
     assert codec.predict_response_json(outputs, inputs.columnar) == expected
 
 
-def test_half_plus_two_row_input_shape_is_not_checked_by_default():
-    # TF Serving feeds a [3] tensor to the [-1, 1] input; check_shapes=True is stricter.
-    assert shape_of(decode(b'{"instances": [2.0, 3.0, 4.0]}').tensors["x"]) == [3]
-    with pytest.raises(CodecError) as caught:
-        decode(b'{"instances": [2.0, 3.0, 4.0]}', check_shapes=True)
-    assert "input 'x'" in caught.value.message and "[3]" in caught.value.message
-    assert "[-1, 1]" in caught.value.message
+def test_shape_check_tolerates_size_1_dimensions_as_tf_serving_does():
+    # TF Serving feeds a [3] tensor to the [-1, 1] input, so the check ignores size-1 dims.
+    assert shape_of(decode(b'{"instances": [2.0, 3.0, 4.0]}', check_shapes=True).tensors["x"]) == [
+        3
+    ]
     ok = decode(b'{"instances": [[2.0], [3.0]]}', check_shapes=True).tensors["x"]
     assert shape_of(ok) == [2, 1]
+    with pytest.raises(CodecError) as caught:
+        decode(b'{"instances": [[2.0, 3.0], [4.0, 5.0]]}', check_shapes=True)
+    assert "input 'x'" in caught.value.message and "[2, 2]" in caught.value.message
+    assert "[-1, 1]" in caught.value.message
 
 
 def test_half_plus_two_classify_and_regress():
@@ -442,7 +444,12 @@ MALFORMED = [
     (b'{"inputs": {"a": [1.0], "b": [1.5]}}', TWO, {}, ["input 'b'", "DT_INT32", "1.5"]),
     (b'{"inputs": [1]}', {"c": InputSpec(DT.DT_COMPLEX64)}, {}, ["input 'c'", "DT_COMPLEX64"]),
     (b'{"inputs": [1, 2, 3]}', FLOAT_X, {"max_elements": 2}, ["input 'x'", "3", "limit of 2"]),
-    (b'{"inputs": [[1, 2]]}', FLOAT_X, {"check_shapes": True}, ["input 'x'", "[1, 2]", "[-1, 1]"]),
+    (
+        b'{"inputs": [[1, 2], [3, 4]]}',
+        FLOAT_X,
+        {"check_shapes": True},
+        ["input 'x'", "[2, 2]", "[-1, 1]"],
+    ),
     (b'{"inputs": [1]}', {}, {}, ["no inputs"]),
 ]
 

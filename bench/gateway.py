@@ -1,0 +1,249 @@
+"""Benchmark the gateway against a direct gRPC client and a naive TensorFlow gateway (by hand).
+
+Starts `nnserve model-server` on a digits model, `nnserve gateway` and bench/naive_gateway.py in
+front of it, then sends the same digits predict request at each concurrency:
+  - direct:  grpc.aio straight to the model server (what the gateway cannot beat),
+  - gateway: HTTP JSON through `nnserve gateway`,
+  - naive:   HTTP JSON through the tutorial-style gateway (TensorFlow in the process);
+HTTP load comes from Debian's wrk (C), so the load generator is not what is measured.
+It also measures the gateway's start-up (process start to the first /healthz answer; this is
+interpreter, imports and app start-up together) and its resident memory.
+
+    python bench/gateway.py --model-base-path models/digits-cnn [--seconds 5]
+
+Targets (issue #4): at concurrency 16 the gateway keeps >= 0.85 of direct's requests/s and adds
+<= 1 ms at p50; start-up <= 1.5 s; resident memory after start-up <= 150 MB.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from service import wire  # noqa: E402
+from service.wire import methods  # noqa: E402
+
+MODEL = "digits-cnn"
+CONCURRENCY = (1, 16, 64)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        args,
+        cwd=REPO_ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 180) -> float:
+    """Seconds until `url` answers 200."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.01)
+    raise SystemExit(f"{url} did not answer within {timeout} s")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run_load(call, concurrency: int, seconds: float) -> list[float]:
+    """Latencies (s) of calls made by `concurrency` workers for `seconds` (after a warm-up)."""
+    latencies: list[float] = []
+    stop_at = 0.0
+
+    async def worker(record: bool) -> None:
+        while time.perf_counter() < stop_at:
+            began = time.perf_counter()
+            await call()
+            if record:
+                latencies.append(time.perf_counter() - began)
+
+    for record, duration in ((False, 1.0), (True, seconds)):
+        stop_at = time.perf_counter() + duration
+        await asyncio.gather(*(worker(record) for _ in range(concurrency)))
+    return latencies
+
+
+def summary(latencies: list[float], seconds: float) -> dict:
+    ordered = np.sort(np.array(latencies))
+    return {
+        "rps": len(ordered) / seconds,
+        "p50_ms": float(np.percentile(ordered, 50)) * 1000,
+        "p99_ms": float(np.percentile(ordered, 99)) * 1000,
+    }
+
+
+def wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> dict:
+    """requests/s, p50 and p99 of POSTing the body to `url` with Debian's wrk (C, one thread)."""
+    script = Path(tempfile.mkdtemp(prefix="nnserve-bench-")) / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = io.open({json.dumps(str(body_file))}, 'rb'):read('*a')\n"
+    )
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script)]
+    subprocess.run([*command[:3], "-d1s", *command[4:], url], check=True, capture_output=True)
+    out = subprocess.run([*command, url], check=True, capture_output=True, text=True).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"{url} answered errors:\n{out}")
+    percentiles = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = percentiles or dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+(\S+)", out).group(1)),
+        "p50_ms": _milliseconds(percentiles["50"]),
+        "p99_ms": _milliseconds(percentiles["99"]),
+    }
+
+
+def _milliseconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([0-9.]+)(us|ms|s)", text).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+async def direct_load(grpc_address: str, body: bytes, concurrency: int, seconds: float) -> dict:
+    """The same request straight to the model server with grpc.aio (our wire messages)."""
+    instances = np.array(json.loads(body)["instances"], dtype=np.float32)
+    request = wire.PredictRequest(model_spec=wire.ModelSpec(name=MODEL))
+    tensor = request.inputs["image"]
+    tensor.dtype = wire.types_pb2.DT_FLOAT
+    for size in instances.shape:
+        tensor.tensor_shape.dim.add(size=size)
+    tensor.tensor_content = instances.astype("<f4").tobytes()
+    async with grpc.aio.insecure_channel(grpc_address) as channel:
+        stub = methods.PREDICT.bind(channel)
+
+        async def call() -> None:
+            await stub(request, timeout=30)
+
+        return summary(await run_load(call, concurrency, seconds), seconds)
+
+
+def measure(grpc_address: str, urls: dict[str, str], body_file: Path, seconds: float) -> dict:
+    body = body_file.read_bytes()
+    results: dict = {}
+    for concurrency in CONCURRENCY:
+        results[("direct", concurrency)] = asyncio.run(
+            direct_load(grpc_address, body, concurrency, seconds)
+        )
+        for name, url in urls.items():
+            results[(name, concurrency)] = wrk(url, body_file, concurrency, seconds)
+        for name in ("direct", *urls):
+            print(f"  c={concurrency:<3} {name:<8} {results[(name, concurrency)]}", flush=True)
+    return results
+
+
+def report(results: dict, startup: list[float], rss: tuple[float, float]) -> str:
+    lines = [
+        "| concurrency | client | requests/s | p50 ms | p99 ms | requests/s vs direct "
+        "| p50 vs direct |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for concurrency in CONCURRENCY:
+        direct = results[("direct", concurrency)]
+        for name in ("direct", "gateway", "naive"):
+            row = results[(name, concurrency)]
+            ratio = row["rps"] / direct["rps"]
+            added = row["p50_ms"] - direct["p50_ms"]
+            lines.append(
+                f"| {concurrency} | {name} | {row['rps']:.0f} | {row['p50_ms']:.2f} | "
+                f"{row['p99_ms']:.2f} | {ratio:.2f} | {added:+.2f} ms |"
+            )
+    lines.append("")
+    lines.append(
+        f"gateway start-up (process start to first /healthz answer), {len(startup)} runs: "
+        f"median {statistics.median(startup):.2f} s, max {max(startup):.2f} s"
+    )
+    lines.append(
+        f"gateway resident memory: {rss[0]:.0f} MB after start-up, {rss[1]:.0f} MB after the load"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-base-path", type=Path, default=Path("models") / MODEL)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
+    parser.add_argument("--startup-runs", type=int, default=5)
+    args = parser.parse_args()
+    base = args.model_base_path.resolve()
+    examples = sorted(base.glob("*/assets.extra/example_request.json"))
+    if not examples:
+        raise SystemExit(f"no version of {MODEL} in {base}: run `nnserve train` first")
+    example = examples[-1]
+
+    grpc_port, gateway_port, naive_port = free_port(), free_port(), free_port()
+    nnserve = [sys.executable, "-m", "service.cli"]
+    server = start(
+        [*nnserve, "model-server", "--host", "127.0.0.1", f"--port={grpc_port}",
+         f"--model_name={MODEL}", f"--model_base_path={base}"]
+    )  # fmt: skip
+    backend = {"NNSERVE_TFSERVING_ADDR": f"127.0.0.1:{grpc_port}", "NNSERVE_LOG_LEVEL": "WARNING"}
+    processes = [server]
+    try:
+        startup = []
+        for _ in range(args.startup_runs):
+            port = free_port()
+            probe = start([*nnserve, "gateway", "--port", str(port)], backend)
+            startup.append(wait_for(f"http://127.0.0.1:{port}/healthz", probe))
+            probe.terminate()
+            probe.wait(30)
+        gateway = start([*nnserve, "gateway", "--port", str(gateway_port)], backend)
+        naive = start(
+            [sys.executable, str(REPO_ROOT / "bench" / "naive_gateway.py"), str(naive_port),
+             f"127.0.0.1:{grpc_port}"]
+        )  # fmt: skip
+        processes += [gateway, naive]
+        gateway_url = f"http://127.0.0.1:{gateway_port}"
+        wait_for(f"{gateway_url}/healthz", gateway)
+        rss_after_startup = rss_mb(gateway.pid)
+        wait_for(f"{gateway_url}/v1/models/{MODEL}", server)
+        wait_for(f"http://127.0.0.1:{naive_port}/docs", naive)
+        urls = {
+            "gateway": f"{gateway_url}/v1/models/{MODEL}:predict",
+            "naive": f"http://127.0.0.1:{naive_port}/v1/models/{MODEL}:predict",
+        }
+        results = measure(f"127.0.0.1:{grpc_port}", urls, example, args.seconds)
+        print()
+        print(report(results, startup, (rss_after_startup, rss_mb(gateway.pid))))
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
+
+
+if __name__ == "__main__":
+    main()

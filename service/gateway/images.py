@@ -1,0 +1,85 @@
+"""Uploaded PNG / JPEG files -> arrays in a model's input units (nnserve.json's input spec).
+
+The image's size is read from its header and checked before any pixel is decoded, so a small
+file that claims a huge canvas (a decompression bomb) is refused without using the memory.
+"""
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+ACCEPTED_FORMATS = ("PNG", "JPEG")
+_MODES = {1: "L", 3: "RGB"}
+
+
+class ImageError(Exception):
+    """An upload that is not a usable image; `message` names the file and the problem."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ImageInputSpec:
+    """How a model wants its images: from nnserve.json's "input" entry."""
+
+    name: str
+    height: int
+    width: int
+    channels: int
+    value_range: tuple[float, float]
+
+    @classmethod
+    def from_metadata(cls, model_input: dict) -> "ImageInputSpec":
+        try:
+            height, width = model_input["image_size"]
+            channels = int(model_input["channels"])
+            low, high = model_input["value_range"]
+            return cls(model_input["name"], int(height), int(width), channels, (low, high))
+        except (KeyError, TypeError, ValueError):
+            raise ImageError(
+                "the model does not take images: its nnserve.json input has no image_size, "
+                "channels and value_range"
+            ) from None
+
+
+def to_model_input(
+    data: bytes, filename: str, spec: ImageInputSpec, max_pixels: int, invert: bool = False
+) -> np.ndarray:
+    """One image as a float32 [height, width, channels] array scaled to the spec's value range.
+
+    `invert` turns dark-on-light drawings into the light-on-dark digits models are trained on.
+    """
+    if spec.channels not in _MODES:
+        raise ImageError(f"the model wants {spec.channels} channels; images give 1 or 3")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"{filename}: the image claims more pixels than the limit of {max_pixels} pixels"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{filename}: not a PNG or JPEG image (or a corrupt one)") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{filename}: {width}x{height} pixels is more than the limit of {max_pixels} pixels"
+        )
+    try:
+        image.load()
+        pixels = image.convert(_MODES[spec.channels]).resize(
+            (spec.width, spec.height), Image.Resampling.BILINEAR
+        )
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageError(f"{filename}: corrupt image data ({error})") from None
+    array = np.asarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, spec.channels)
+    if invert:
+        array = 255.0 - array
+    low, high = spec.value_range
+    return low + array * ((high - low) / 255.0)

@@ -1,0 +1,202 @@
+"""What operators see: a request id on every answer, JSON log lines, Prometheus metrics.
+
+`RequestObserver` is a plain ASGI middleware (no per-request task or body copy): it gives each
+request an id (the client's `X-Request-ID` when it is a sane token), returns it as a header,
+writes one access log line and records the request's metrics.
+"""
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "x-request-id"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Model names that have been answered with 2xx; any other name is counted as "(other)" so
+# that clients cannot blow up the number of time series with made-up names.
+OTHER_MODEL = "(other)"
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+access_log = logging.getLogger("nnserve.gateway.access")
+log = logging.getLogger("nnserve.gateway")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any `fields` extra."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        # ASCII only: a stderr that cannot encode a character would otherwise break the line.
+        return json.dumps(entry, default=str, ensure_ascii=True, separators=(",", ":"))
+
+
+def configure_json_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+class GatewayMetrics:
+    """The gateway's Prometheus metrics, in a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "nnserve_gateway_requests",
+            "HTTP requests by model, version, operation and status code",
+            ["model", "version", "operation", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "nnserve_gateway_request_seconds",
+            "Whole-request latency in the gateway, by operation",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.backend_seconds = Histogram(
+            "nnserve_gateway_backend_seconds",
+            "Latency of calls to the model server, by gRPC method and status code",
+            ["method", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.known_models: set[str] = set()
+
+    def observe_backend(self, method: str, code: str, seconds: float) -> None:
+        self.backend_seconds.labels(method, code).observe(seconds)
+
+    def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
+        params = scope.get("path_params", {})
+        model = params.get("name")
+        operation = _operation(scope)
+        if model is not None and 200 <= status < 300:
+            self.known_models.add(model)
+        if model is None:
+            model, version = "", ""
+        elif model in self.known_models:
+            version = str(params.get("version") or params.get("label") or "latest")
+        else:
+            model, version = OTHER_MODEL, ""
+        self.requests.labels(model, version, operation, str(status)).inc()
+        self.request_seconds.labels(operation).observe(seconds)
+
+
+def _operation(scope: Scope) -> str:
+    """The route's operation: "predict", "metadata", "status" ... or the path of other routes."""
+    path = getattr(scope.get("route"), "path", None)
+    if path is None:
+        return "unmatched"
+    if "}" not in path:
+        return path
+    return path.rsplit("}", 1)[1].lstrip(":/") or "status"
+
+
+def request_id_of(scope: Scope) -> str:
+    return scope.get("state", {}).get("request_id", "")
+
+
+class RequestObserver:
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status, status_sent = 500, False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, status_sent
+            if message["type"] == "http.response.start":
+                status, status_sent = message["status"], True
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Logged here with its request id; the client gets the id, never the traceback.
+            log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
+            if status_sent:
+                raise
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            body = {"error": f"internal error in the gateway (request id {request_id})"}
+            await send({"type": "http.response.body", "body": orjson.dumps(body)})
+        finally:
+            seconds = time.perf_counter() - started
+            self.metrics.observe_request(scope, status, seconds)
+            access_log.info(
+                "%s %s %d",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 3),
+                    }
+                },
+            )
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER.encode():
+            text = value.decode("latin-1")
+            if _SANE_REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex

@@ -1,0 +1,373 @@
+"""A table of malformed requests: each gets the right 4xx and a message naming the problem."""
+
+import io
+import struct
+import zlib
+
+import httpx
+import pytest
+from PIL import Image
+
+DIGITS = "/v1/models/digits-cnn"
+ROW = [[[0.0]] * 8] * 8  # one 8x8x1 digit image
+
+
+def png(width: int, height: int) -> bytes:
+    """A real PNG of black pixels, written by hand so it can be far larger than it is heavy."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    rows = zlib.compress(b"\x00" * (width + 1) * height, 9)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+
+
+def jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (16, 16)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def upload(*files: tuple[str, bytes]) -> dict:
+    return {"files": [("files", (name, data, "application/octet-stream")) for name, data in files]}
+
+
+# (id, method, path, request keyword arguments, status, words the message must contain)
+CASES = [
+    (
+        "invalid-json",
+        "POST",
+        f"{DIGITS}:predict",
+        {"content": b'{"instances": [1.0,'},
+        400,
+        ["JSON Parse error"],
+    ),
+    ("empty-body", "POST", f"{DIGITS}:predict", {"content": b""}, 400, ["JSON Parse error"]),
+    ("not-an-object", "POST", f"{DIGITS}:predict", {"content": b"[1, 2]"}, 400, ["Is not object"]),
+    (
+        "nan",
+        "POST",
+        f"{DIGITS}:predict",
+        {"content": b'{"instances": [NaN]}'},
+        400,
+        ["NaN and Infinity"],
+    ),
+    (
+        "infinity",
+        "POST",
+        f"{DIGITS}:predict",
+        {"content": b'{"inputs": Infinity}'},
+        400,
+        ["NaN and Infinity"],
+    ),
+    (
+        "minus-infinity",
+        "POST",
+        f"{DIGITS}:predict",
+        {"content": b'{"inputs": [-Infinity]}'},
+        400,
+        ["NaN and Infinity"],
+    ),
+    (
+        "too-deep",
+        "POST",
+        f"{DIGITS}:predict",
+        {"content": b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}"},
+        400,
+        ["JSON Parse error"],
+    ),
+    (
+        "empty-instances",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"instances": []}},
+        400,
+        ["'instances' is an empty list"],
+    ),
+    (
+        "instances-not-list",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"instances": 5}},
+        400,
+        ["'instances' must be a list"],
+    ),
+    (
+        "row-and-columnar",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"instances": [ROW], "inputs": [ROW]}},
+        400,
+        ["both 'instances' and 'inputs'"],
+    ),
+    (
+        "neither-format",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"instance": [ROW]}},
+        400,
+        ["'instances'", "'inputs'"],
+    ),
+    (
+        "wrong-shape",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"instances": [[1.0, 2.0, 3.0]]}},
+        400,
+        ["input 'image'", "[1, 3]", "[-1, 8, 8, 1]"],
+    ),
+    (
+        "ragged",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"instances": [ROW, ROW[:7]]}},
+        400,
+        ["input 'image'", "ragged"],
+    ),
+    (
+        "string-for-float",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"inputs": [[["a"]] * 8] * 8}},
+        400,
+        ["expected DT_FLOAT", '"a"'],
+    ),
+    (
+        "bool-for-float",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"inputs": [[[True]] * 8] * 8}},
+        400,
+        ["expected DT_FLOAT", "boolean"],
+    ),
+    (
+        "null-for-float",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"inputs": [[[None]] * 8] * 8}},
+        400,
+        ["expected DT_FLOAT", "null"],
+    ),
+    (
+        "b64-for-float",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"inputs": [[[{"b64": "AA=="}]] * 8] * 8}},
+        400,
+        ["expected DT_FLOAT"],
+    ),
+    (
+        "float-out-of-range",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"inputs": [[[1e39]] * 8] * 8}},
+        400,
+        ["DT_FLOAT", "out of range"],
+    ),
+    (
+        "unknown-input-name",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"instances": [{"pixels": ROW}]}},
+        400,
+        ["unknown input(s): pixels"],
+    ),
+    (
+        "missing-named-input",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"inputs": {"pixels": [ROW]}}},
+        400,
+        ["missing input(s): image"],
+    ),
+    (
+        "signature-name-not-string",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"signature_name": 1, "instances": [ROW]}},
+        400,
+        ["'signature_name' must be a string"],
+    ),
+    (
+        "unknown-signature",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"signature_name": "nope", "instances": [ROW]}},
+        400,
+        ['"nope" not found'],
+    ),
+    (
+        "unknown-model",
+        "POST",
+        "/v1/models/nope:predict",
+        {"json": {"instances": [ROW]}},
+        404,
+        ["Servable not found", "Latest(nope)"],
+    ),
+    (
+        "unknown-version",
+        "POST",
+        f"{DIGITS}/versions/999:predict",
+        {"json": {"instances": [ROW]}},
+        404,
+        ["Specific(digits-cnn, 999)"],
+    ),
+    (
+        "unknown-label",
+        "POST",
+        f"{DIGITS}/labels/nope:predict",
+        {"json": {"instances": [ROW]}},
+        400,
+        ["Unrecognized servable version label: nope"],
+    ),
+    (
+        "version-not-a-number",
+        "POST",
+        f"{DIGITS}/versions/abc:predict",
+        {"json": {"instances": [ROW]}},
+        400,
+        ["Malformed request", "versions/abc"],
+    ),
+    (
+        "unknown-verb",
+        "POST",
+        f"{DIGITS}:explode",
+        {"json": {}},
+        400,
+        ["Malformed request", ":explode"],
+    ),
+    ("get-on-predict", "GET", f"{DIGITS}:predict", {}, 400, ["Malformed request", "GET"]),
+    (
+        "huge-body",
+        "POST",
+        f"{DIGITS}:predict",
+        {"content": b" " * (16 * 1024 * 1024 + 1)},
+        413,
+        ["larger than the limit"],
+    ),
+    (
+        "classify-without-examples",
+        "POST",
+        f"{DIGITS}:classify",
+        {"json": {"instances": []}},
+        400,
+        ["'examples'"],
+    ),
+    (
+        "classify-empty-examples",
+        "POST",
+        f"{DIGITS}:classify",
+        {"json": {"examples": []}},
+        400,
+        ["'examples' is an empty list"],
+    ),
+    (
+        "example-not-object",
+        "POST",
+        f"{DIGITS}:regress",
+        {"json": {"examples": [1]}},
+        400,
+        ["example 0", "JSON object"],
+    ),
+    (
+        "feature-mixed-kinds",
+        "POST",
+        f"{DIGITS}:regress",
+        {"json": {"examples": [{"x": [1.5, "a"]}]}},
+        400,
+        ["feature 'x'", "floats", "strings"],
+    ),
+    (
+        "feature-null",
+        "POST",
+        f"{DIGITS}:classify",
+        {"json": {"examples": [{"x": None}]}},
+        400,
+        ["feature 'x'", "nulls"],
+    ),
+    (
+        "bad-base64",
+        "POST",
+        f"{DIGITS}:classify",
+        {"json": {"examples": [{"x": {"b64": "@@@"}}]}},
+        400,
+        ["feature 'x'", "invalid base64"],
+    ),
+    (
+        "image-as-json",
+        "POST",
+        f"{DIGITS}:classify_images",
+        {"json": {"files": []}},
+        400,
+        ["files", "Field required"],
+    ),
+    (
+        "corrupt-image",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(("broken.png", png(8, 8)[:40])),
+        400,
+        ["broken.png"],
+    ),
+    (
+        "not-an-image",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(("notes.txt", b"hello")),
+        400,
+        ["notes.txt", "not a PNG or JPEG"],
+    ),
+    (
+        "png-bomb",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(("bomb.png", png(5000, 5000))),
+        400,
+        ["bomb.png", "5000x5000", "limit"],
+    ),
+    (
+        "top-k-zero",
+        "POST",
+        f"{DIGITS}:classify_images?top_k=0",
+        upload(("a.jpg", jpeg())),
+        400,
+        ["top_k"],
+    ),
+    (
+        "image-unknown-model",
+        "POST",
+        "/v1/models/nope:classify_images",
+        upload(("a.jpg", jpeg())),
+        404,
+        ["nope"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_args", "status", "words"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_malformed_request_is_a_clear_4xx(gateway, method, path, request_args, status, words):
+    response = httpx.request(method, f"{gateway.url}{path}", timeout=60, **request_args)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    message = response.json()["error"]
+    for word in words:
+        assert word in message
+    assert "Traceback" not in response.text
+
+
+def test_the_table_is_large_and_the_gateway_is_healthy_after_it(gateway, trained_digits):
+    # Runs after the table above (pytest keeps the file's order), against the same gateway.
+    assert len(CASES) >= 30
+    assert httpx.get(f"{gateway.url}/healthz").status_code == 200
+    example = (trained_digits.version_dir / "assets.extra" / "example_request.json").read_bytes()
+    response = httpx.post(f"{gateway.url}{DIGITS}:predict", content=example)
+    assert response.status_code == 200
