@@ -1,21 +1,55 @@
 """Datasets as numpy arrays in raw units, with the description of the input a model serves."""
 
+import gzip
 import hashlib
-from dataclasses import dataclass
+import io
+import pickle
+import tarfile
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from pipeline.spec import DatasetSpec
+from pipeline import downloads
+from pipeline.spec import (
+    CsvSeriesDataset,
+    CsvTableDataset,
+    DatasetSpec,
+    DownloadedDataset,
+    ImageFolderDataset,
+    ImageListDataset,
+    PackagedDataset,
+)
+
+Task = Literal["classification", "regression"]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read, with what was wrong and what was expected."""
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a client sends: the signature input's name, per-example shape, dtype and value range."""
+    """What a client sends: the signature input's name, per-example shape, dtype and value range.
 
-    name: str
+    Feature tables also carry each column's mean and standard deviation, and token sequences
+    their vocabulary size: the model standardizes or maps ids inside its graph.
+    """
+
+    name: Literal["image", "sequence", "features"]
     shape: tuple[int, ...]
     dtype: str
     value_range: tuple[float, float]
+    feature_mean: tuple[float, ...] | None = None
+    feature_std: tuple[float, ...] | None = None
+    vocabulary_size: int | None = None
+
+    @property
+    def is_token_ids(self) -> bool:
+        return self.vocabulary_size is not None
 
     def to_json(self) -> dict:
         description = {
@@ -28,6 +62,11 @@ class InputSpec:
             height, width, channels = self.shape
             description["image_size"] = [height, width]
             description["channels"] = channels
+        if self.vocabulary_size is not None:
+            # Reviews of any length are accepted; the model pads or cuts them to this length.
+            description["shape"] = [None]
+            description["sequence_length"] = self.shape[0]
+            description["vocabulary_size"] = self.vocabulary_size
         return description
 
 
@@ -35,8 +74,16 @@ class InputSpec:
 class Dataset:
     features: np.ndarray
     targets: np.ndarray
-    labels: list[str]
+    labels: list[str]  # class names by class id; empty for regressors
     input_spec: InputSpec
+    task: Task = "classification"
+    # Time series keep their order: validation and test are the latest windows.
+    ordered: bool = False
+    target_range: tuple[float, float] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -47,21 +94,382 @@ class Dataset:
 
 
 def load_dataset(spec: DatasetSpec) -> Dataset:
-    loaders = {"digits": _digits}
-    return loaders[spec.name]()
+    if isinstance(spec, PackagedDataset):
+        dataset = _PACKAGED[spec.name](spec)
+    elif isinstance(spec, DownloadedDataset):
+        dataset = _download(spec)
+    elif isinstance(spec, ImageFolderDataset):
+        dataset = _image_folder(spec)
+    elif isinstance(spec, ImageListDataset):
+        dataset = _image_list(spec)
+    elif isinstance(spec, CsvTableDataset):
+        dataset = _csv_table(spec)
+    else:
+        dataset = _csv_series(spec)
+    return _limit(dataset, spec.max_examples, spec.seed)
 
 
-def _digits() -> Dataset:
+def _limit(dataset: Dataset, max_examples: int | None, seed: int) -> Dataset:
+    if max_examples is None or max_examples >= len(dataset.targets):
+        return dataset
+    if dataset.ordered:
+        keep = np.arange(len(dataset.targets) - max_examples, len(dataset.targets))
+    else:
+        keep = np.sort(np.random.default_rng(seed).permutation(len(dataset.targets))[:max_examples])
+    return replace(dataset, features=dataset.features[keep], targets=dataset.targets[keep])
+
+
+# --- the constructors every source ends in -------------------------------------------------------
+
+
+def image_dataset(images: np.ndarray, targets: np.ndarray, labels: list[str]) -> Dataset:
+    """Images as (count, height, width, channels) pixel values; uint8 means 0..255.
+
+    Arrays keep their compact dtype; the served input is float32 pixel values either way, as
+    clients and the gateway's image upload send them.
+    """
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    value_range = (
+        (0.0, 255.0) if images.dtype == np.uint8 else (float(images.min()), float(images.max()))
+    )
+    return Dataset(
+        features=images,
+        targets=targets.astype(np.int64).reshape(-1),
+        labels=labels,
+        input_spec=InputSpec("image", images.shape[1:], "float32", value_range),
+    )
+
+
+def table_dataset(
+    features: np.ndarray, targets: np.ndarray, labels: list[str], task: Task
+) -> Dataset:
+    features = features.astype(np.float32)
+    std = features.std(axis=0)
+    return Dataset(
+        features=features,
+        targets=targets.astype(np.int64 if task == "classification" else np.float32),
+        labels=labels if task == "classification" else [],
+        input_spec=InputSpec(
+            "features",
+            features.shape[1:],
+            "float32",
+            (float(features.min()), float(features.max())),
+            feature_mean=tuple(float(v) for v in features.mean(axis=0)),
+            feature_std=tuple(float(v) if v > 0 else 1.0 for v in std),
+        ),
+        task=task,
+        target_range=None
+        if task == "classification"
+        else (float(targets.min()), float(targets.max())),
+    )
+
+
+def series_dataset(values: np.ndarray, window: int, horizon: int) -> Dataset:
+    """Sliding windows: `window` past values in, the value `horizon` steps later out."""
+    values = np.asarray(values, dtype=np.float32).reshape(-1)
+    count = len(values) - window - horizon + 1
+    if count < 10:
+        raise DatasetError(
+            f"a series of {len(values)} values gives only {max(count, 0)} windows of "
+            f"{window} + horizon {horizon}; expected at least 10"
+        )
+    starts = np.arange(count)
+    windows = values[starts[:, None] + np.arange(window)][..., np.newaxis]
+    targets = values[starts + window + horizon - 1]
+    value_range = (float(values.min()), float(values.max()))
+    return Dataset(
+        features=windows,
+        targets=targets,
+        labels=[],
+        input_spec=InputSpec("sequence", (window, 1), "float32", value_range),
+        task="regression",
+        ordered=True,
+        target_range=value_range,
+    )
+
+
+def token_dataset(
+    sequences: list, targets: np.ndarray, labels: list[str], vocabulary_size: int, length: int
+) -> Dataset:
+    """Token id lists padded (at the front, as Keras does) or cut to `length`; rare ids -> 2."""
+    padded = np.zeros((len(sequences), length), dtype=np.int32)
+    for row, sequence in enumerate(sequences):
+        tail = np.asarray(sequence[-length:], dtype=np.int64)
+        if len(tail):
+            padded[row, -len(tail) :] = tail
+    return Dataset(
+        features=padded,
+        targets=targets.astype(np.int64).reshape(-1),
+        labels=labels,
+        input_spec=InputSpec(
+            "sequence",
+            (length,),
+            "int32",
+            (0.0, float(padded.max())),
+            vocabulary_size=vocabulary_size,
+        ),
+    )
+
+
+# --- datasets in installed packages --------------------------------------------------------------
+
+
+def _digits(spec: PackagedDataset) -> Dataset:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     # The images hold counts 0..16 per pixel; they stay in those units: scaling is in the graph.
-    images = digits.images.astype(np.float32)[..., np.newaxis]
-    return Dataset(
-        features=images,
-        targets=digits.target.astype(np.int64),
-        labels=[str(name) for name in digits.target_names],
-        input_spec=InputSpec(
-            name="image", shape=images.shape[1:], dtype="float32", value_range=(0.0, 16.0)
-        ),
+    dataset = image_dataset(
+        digits.images.astype(np.float32), digits.target, [str(n) for n in digits.target_names]
     )
+    return replace(dataset, input_spec=replace(dataset.input_spec, value_range=(0.0, 16.0)))
+
+
+def _iris(spec: PackagedDataset) -> Dataset:
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    return table_dataset(iris.data, iris.target, list(iris.target_names), "classification")
+
+
+def _sunspots(spec: PackagedDataset) -> Dataset:
+    from statsmodels.datasets import sunspots
+
+    values = sunspots.load_pandas().data["SUNACTIVITY"].to_numpy()
+    return series_dataset(values, spec.window, spec.horizon)
+
+
+def _co2(spec: PackagedDataset) -> Dataset:
+    from statsmodels.datasets import co2
+
+    # Weekly readings with gaps: the gaps take the previous week's value.
+    values = co2.load_pandas().data["co2"].ffill().bfill().to_numpy()
+    return series_dataset(values, spec.window, spec.horizon)
+
+
+_PACKAGED = {"digits": _digits, "iris": _iris, "sunspots": _sunspots, "co2": _co2}
+
+
+# --- downloaded datasets, in their upstream formats ----------------------------------------------
+
+FASHION_LABELS = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+
+
+def _download(spec: DownloadedDataset) -> Dataset:
+    canonical_source, files = downloads.CATALOG[spec.name]
+    if spec.checksums is not None:
+        unknown = set(spec.checksums) - {remote.name for remote in files}
+        if unknown:
+            raise DatasetError(
+                f"dataset.checksums names {sorted(unknown)}; {spec.name} has the files "
+                f"{[remote.name for remote in files]}"
+            )
+        files = tuple(
+            downloads.RemoteFile(r.name, spec.checksums.get(r.name, r.sha256)) for r in files
+        )
+    cache_dir = spec.cache_dir or downloads.default_cache_dir()
+    paths = [
+        downloads.fetch(spec.source or canonical_source, remote, cache_dir, spec.retries)
+        for remote in files
+    ]
+    if spec.name == "mnist":
+        arrays = _load_npz(paths[0])
+        return image_dataset(
+            np.concatenate([arrays["x_train"], arrays["x_test"]]),
+            np.concatenate([arrays["y_train"], arrays["y_test"]]),
+            [str(digit) for digit in range(10)],
+        )
+    if spec.name == "fashion-mnist":
+        train_labels, train_images, test_labels, test_images = (read_idx(p) for p in paths)
+        return image_dataset(
+            np.concatenate([train_images, test_images]),
+            np.concatenate([train_labels, test_labels]),
+            FASHION_LABELS,
+        )
+    if spec.name == "cifar10":
+        return _cifar10(paths[0])
+    if spec.name == "imdb":
+        arrays = _load_npz(paths[0])
+        sequences = [list(s) for s in (*arrays["x_train"], *arrays["x_test"])]
+        return token_dataset(
+            sequences,
+            np.concatenate([arrays["y_train"], arrays["y_test"]]),
+            ["negative", "positive"],
+            spec.vocabulary_size,
+            spec.sequence_length,
+        )
+    arrays = _load_npz(paths[0])  # boston-housing
+    return table_dataset(arrays["x"], arrays["y"], [], "regression")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format), gzip-compressed: magic, dimensions, then unsigned bytes."""
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise DatasetError(f"{path}: not an IDX file of unsigned bytes")
+    dimensions = data[3]
+    header = 4 + 4 * dimensions
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dimensions))
+    values = np.frombuffer(data, dtype=np.uint8, offset=header)
+    if values.size != int(np.prod(shape)):
+        raise DatasetError(f"{path}: header says {shape}, file holds {values.size} values")
+    return values.reshape(shape)
+
+
+def _cifar10(path: Path) -> Dataset:
+    batches = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    images, targets = [], []
+    with tarfile.open(path, "r:gz") as archive:
+        meta = _restricted_load(archive.extractfile("cifar-10-batches-py/batches.meta").read())
+        for name in batches:
+            batch = _restricted_load(archive.extractfile(f"cifar-10-batches-py/{name}").read())
+            # Rows hold the red plane, then green, then blue, each 32x32.
+            images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32))
+            targets.append(np.asarray(batch[b"labels"]))
+    labels = [name.decode() for name in meta[b"label_names"]]
+    return image_dataset(
+        np.concatenate(images).transpose(0, 2, 3, 1), np.concatenate(targets), labels
+    )
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Pickles in dataset files may rebuild numpy arrays and nothing else."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise DatasetError(f"dataset file holds a pickled {module}.{name}; only arrays allowed")
+        return super().find_class(module, name)
+
+
+def _restricted_load(data: bytes):
+    return _ArraysOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz; object arrays (IMDB's ragged lists) pass the restricted unpickler."""
+    arrays = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            with archive.open(member) as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                _, _, dtype = read_header(handle)
+                if dtype.hasobject:
+                    array = _ArraysOnlyUnpickler(handle, encoding="latin1").load()
+                else:
+                    array = np.lib.format.read_array(archive.open(member))
+            arrays[member.removesuffix(".npy")] = array
+    return arrays
+
+
+# --- the user's own data -------------------------------------------------------------------------
+
+
+def _read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            converted = image.convert("L" if channels == 1 else "RGB")
+            height, width = size
+            pixels = np.asarray(converted.resize((width, height)), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as error:
+        raise DatasetError(f"{path}: not a readable image ({error})") from error
+    return pixels.reshape(height, width, channels)
+
+
+def _image_folder(spec: ImageFolderDataset) -> Dataset:
+    classes = sorted(entry.name for entry in spec.path.iterdir() if entry.is_dir())
+    if len(classes) < 2:
+        raise DatasetError(
+            f"dataset.path {spec.path}: expected one subfolder per class, found {classes}"
+        )
+    images, targets = [], []
+    for class_id, name in enumerate(classes):
+        files = sorted(
+            p for p in (spec.path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        images += [_read_image(p, spec.image_size, spec.channels) for p in files]
+        targets += [class_id] * len(files)
+    return image_dataset(np.stack(images), np.array(targets), classes)
+
+
+def _image_list(spec: ImageListDataset) -> Dataset:
+    try:
+        lines = spec.labels_file.read_text().splitlines()
+    except OSError as error:
+        raise DatasetError(f"dataset.labels_file {spec.labels_file}: {error.strerror}") from error
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2:
+            raise DatasetError(
+                f"{spec.labels_file}:{number}: expected '<file name> <label>', got {line!r}"
+            )
+        entries.append((parts[0], parts[1]))
+    classes = sorted({label for _, label in entries})
+    images = [_read_image(spec.path / name, spec.image_size, spec.channels) for name, _ in entries]
+    targets = [classes.index(label) for _, label in entries]
+    return image_dataset(np.stack(images), np.array(targets), classes)
+
+
+def _read_csv(path: Path, column: str):
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"dataset.path {path}: cannot read CSV ({error})") from error
+    if column not in table.columns:
+        raise DatasetError(f"{path}: no column {column!r}; the columns are {list(table.columns)}")
+    return table
+
+
+def _csv_table(spec: CsvTableDataset) -> Dataset:
+    table = _read_csv(spec.path, spec.target)
+    features = table.drop(columns=[spec.target])
+    text_columns = [name for name in features.columns if features[name].dtype.kind not in "biuf"]
+    if text_columns:
+        raise DatasetError(f"{spec.path}: feature columns must be numbers; {text_columns} are not")
+    if spec.task == "classification":
+        classes = sorted(str(value) for value in table[spec.target].unique())
+        targets = np.array([classes.index(str(value)) for value in table[spec.target]])
+        return table_dataset(features.to_numpy(), targets, classes, "classification")
+    return table_dataset(features.to_numpy(), table[spec.target].to_numpy(), [], "regression")
+
+
+def _csv_series(spec: CsvSeriesDataset) -> Dataset:
+    table = _read_csv(spec.path, spec.column)
+    values = table[spec.column]
+    if values.dtype.kind not in "biuf" or values.isna().any():
+        raise DatasetError(f"{spec.path}: column {spec.column!r} must hold a number in every row")
+    return series_dataset(values.to_numpy(), spec.window, spec.horizon)

@@ -1,4 +1,4 @@
-"""Export a trained classifier as a SavedModel with nnserve's serving signature and metadata."""
+"""Export a trained model as a SavedModel with nnserve's serving signature and metadata."""
 
 import json
 from datetime import UTC, datetime
@@ -9,19 +9,31 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.datasets import InputSpec
+from pipeline.models import Head
 
 METADATA_PATH = Path("assets.extra") / "nnserve.json"
 # A ready request body (TF Serving's REST row format) with one real example, for a first curl.
 EXAMPLE_REQUEST_PATH = Path("assets.extra") / "example_request.json"
 
 
-def export_classifier(
-    model: keras.Model, input_spec: InputSpec, export_dir: Path, metadata: dict, example: np.ndarray
+def export_model(
+    model: keras.Model,
+    input_spec: InputSpec,
+    head: Head,
+    export_dir: Path,
+    metadata: dict,
+    example: np.ndarray,
 ) -> Path:
-    """Write `serving_default`: raw `input_spec.name` in, `probabilities` and `class_id` out."""
+    """Write `serving_default`: raw `input_spec.name` in; `probabilities` and `class_id` out of a
+    classifier, `prediction` (one value per example, in target units) out of a regressor."""
 
     def serve(raw_input: tf.Tensor) -> dict[str, tf.Tensor]:
-        probabilities = model(raw_input, training=False)
+        if input_spec.is_token_ids:
+            raw_input = pad_or_cut(raw_input, input_spec.shape[0])
+        outputs = model(raw_input, training=False)
+        if not head.is_classifier:
+            return {"prediction": tf.reshape(outputs, [-1])}
+        probabilities = tf.nn.softmax(outputs) if head.from_logits else outputs
         return {
             "probabilities": probabilities,
             "class_id": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
@@ -34,7 +46,7 @@ def export_classifier(
         fn=serve,
         input_signature=[
             tf.TensorSpec(
-                (None, *input_spec.shape), tf.as_dtype(input_spec.dtype), name=input_spec.name
+                signature_shape(input_spec), tf.as_dtype(input_spec.dtype), name=input_spec.name
             )
         ],
     )
@@ -44,6 +56,19 @@ def export_classifier(
         json.dumps({"instances": [example.tolist()]}, separators=(",", ":")) + "\n"
     )
     return export_dir
+
+
+def signature_shape(input_spec: InputSpec) -> tuple[int | None, ...]:
+    """Batch first; token id sequences of any length (the graph pads or cuts them)."""
+    if input_spec.is_token_ids:
+        return (None, None)
+    return (None, *input_spec.shape)
+
+
+def pad_or_cut(ids: tf.Tensor, length: int) -> tf.Tensor:
+    """The last `length` ids of each row, zero-padded in front, as the training data was."""
+    ids = ids[:, -length:]
+    return tf.pad(ids, [[0, 0], [length - tf.shape(ids)[1], 0]])
 
 
 def write_metadata(export_dir: Path, metadata: dict) -> None:

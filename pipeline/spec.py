@@ -1,10 +1,19 @@
 """Training specs: one YAML file per model, validated on load; an unknown key is an error."""
 
+import copy
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    DirectoryPath,
+    Field,
+    FilePath,
+    ValidationError,
+    model_validator,
+)
 
 
 class SpecError(ValueError):
@@ -15,47 +24,287 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DatasetSpec(_Strict):
-    name: Literal["digits"]
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    validation_fraction: float = Field(0.1, gt=0, lt=1)
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+Positive = Annotated[int, Field(gt=0)]
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+
+class _DatasetBase(_Strict):
+    test_fraction: Fraction = 0.2
+    validation_fraction: Fraction = 0.1
     seed: int = 42
+    # Keep only the first N examples (after a seeded shuffle): CI-sized runs of the real specs.
+    max_examples: Positive | None = None
 
 
-class SimpleCnnSpec(_Strict):
+class PackagedDataset(_DatasetBase):
+    """Datasets shipped inside installed packages (scikit-learn, statsmodels)."""
+
+    name: Literal["digits", "iris", "sunspots", "co2"]
+    # Time series only: how many past steps the model sees, and how far ahead it forecasts.
+    window: Positive = 12
+    horizon: Positive = 1
+
+
+class DownloadedDataset(_DatasetBase):
+    """The canonical datasets Keras users know, fetched from their download locations."""
+
+    name: Literal["mnist", "fashion-mnist", "cifar10", "imdb", "boston-housing"]
+    # Base URL or fsspec folder holding the upstream files; default: the canonical location.
+    source: str | None = None
+    # Where verified downloads are kept; default: ~/.cache/nnserve/datasets.
+    cache_dir: Path | None = None
+    # SHA-256 by file name, replacing the catalog's: for a mirror holding other files.
+    checksums: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] | None = None
+    retries: Annotated[int, Field(ge=0)] = 3
+    # IMDB only: the most frequent words kept (others become the out-of-vocabulary id 2) and the
+    # length every review is padded or cut to.
+    vocabulary_size: Positive = 10000
+    sequence_length: Positive = 200
+
+
+class _ImagesBase(_DatasetBase):
+    path: DirectoryPath
+    image_size: tuple[Positive, Positive]  # height, width every image is resized to
+    channels: Literal[1, 3] = 3
+
+
+class ImageFolderDataset(_ImagesBase):
+    """`path/<class name>/<image>`: one subfolder per class."""
+
+    name: Literal["image-folder"]
+
+
+class ImageListDataset(_ImagesBase):
+    """A folder of images and a text file of `<file name> <label>` lines."""
+
+    name: Literal["image-list"]
+    labels_file: FilePath
+
+
+class CsvTableDataset(_DatasetBase):
+    """One example per row; `target` names the column to predict, the others are features."""
+
+    name: Literal["csv-table"]
+    path: FilePath
+    target: str
+    task: Literal["classification", "regression"] = "classification"
+
+
+class CsvSeriesDataset(_DatasetBase):
+    """One value per row in time order; the model forecasts `column` from its past `window`."""
+
+    name: Literal["csv-series"]
+    path: FilePath
+    column: str
+    window: Positive = 12
+    horizon: Positive = 1
+
+
+DatasetSpec = Annotated[
+    PackagedDataset
+    | DownloadedDataset
+    | ImageFolderDataset
+    | ImageListDataset
+    | CsvTableDataset
+    | CsvSeriesDataset,
+    Field(discriminator="name"),
+]
+
+
+# --- preprocessing -------------------------------------------------------------------------------
+
+
+class AugmentationSpec(_Strict):
+    """Random image changes while training, as Keras preprocessing layers (inactive when serving).
+
+    Rotation is a fraction of a full turn, shifts and zoom fractions of the image size.
+    """
+
+    rotation: Annotated[float, Field(ge=0, le=1)] = 0.0
+    width_shift: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    height_shift: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    zoom: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+class PreprocessingSpec(_Strict):
+    labels: Literal["sparse", "one-hot"] = "sparse"
+    cache: bool = True
+    shuffle_buffer: Positive | None = None  # default: the whole training split
+    augmentation: AugmentationSpec = AugmentationSpec()
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+class _ModelBase(_Strict):
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    batch_norm: bool = False
+    l1: Annotated[float, Field(ge=0)] = 0.0
+    l2: Annotated[float, Field(ge=0)] = 0.0
+
+
+class _ConvBase(_ModelBase):
+    # Scales every layer's filters and units; below 1 makes CI-sized versions of the classics.
+    width: Annotated[float, Field(gt=0, le=4)] = 1.0
+
+
+class SimpleCnnSpec(_ModelBase):
     architecture: Literal["simple-cnn"]
-    conv_filters: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
-    dense_units: int = Field(128, gt=0)
-    dropout: float = Field(0.25, ge=0, lt=1)
+    conv_filters: list[Positive] = Field(default_factory=lambda: [32, 64], min_length=1)
+    dense_units: Positive = 128
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.25
+
+
+class MlpSpec(_ModelBase):
+    architecture: Literal["mlp"]
+    units: list[Positive] = Field(default_factory=lambda: [64, 64], min_length=1)
+    activation: Literal["relu", "tanh", "sigmoid", "elu", "gelu"] = "relu"
+
+
+class ClassicCnnSpec(_ConvBase):
+    architecture: Literal["lenet5", "alexnet8", "vgg16", "inception10", "resnet18"]
+
+
+class RnnStackSpec(_ModelBase):
+    """Recurrent layers stacked; each but the last hands its whole sequence to the next."""
+
+    architecture: Literal["rnn-stack"]
+    cell: Literal["simple", "lstm", "gru"] = "lstm"
+    units: list[Positive] = Field(default_factory=lambda: [64], min_length=1)
+    bidirectional: bool = False
+
+
+class EmbeddingLstmSpec(_ModelBase):
+    architecture: Literal["embedding-lstm"]
+    embedding_dim: Positive = 64
+    units: list[Positive] = Field(default_factory=lambda: [64], min_length=1)
+
+
+class Conv1dSpec(_ModelBase):
+    architecture: Literal["conv1d"]
+    filters: list[Positive] = Field(default_factory=lambda: [32, 64], min_length=1)
+    kernel_size: Positive = 3
+    dense_units: Positive = 64
+    # Sequences of token ids get an embedding first; numeric sequences go straight in.
+    embedding_dim: Positive = 32
+
+
+class CustomModelSpec(_ModelBase):
+    """A Keras model of the user's own: `function(input_shape) -> keras.Model`.
+
+    The function's model takes the scaled input and ends in a feature vector; nnserve puts the
+    raw-unit scaling in front of it and the head that names the outputs behind it.
+    """
+
+    architecture: Literal["custom"]
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+ModelSpec = Annotated[
+    SimpleCnnSpec
+    | MlpSpec
+    | ClassicCnnSpec
+    | RnnStackSpec
+    | EmbeddingLstmSpec
+    | Conv1dSpec
+    | CustomModelSpec,
+    Field(discriminator="architecture"),
+]
+
+
+# --- optimizer and training ----------------------------------------------------------------------
+
+
+class ExponentialDecaySpec(_Strict):
+    """rate = initial_rate * decay_rate ** (step / decay_steps), floored when staircase."""
+
+    initial_rate: Annotated[float, Field(gt=0)]
+    decay_rate: Annotated[float, Field(gt=0, le=1)]
+    decay_steps: Positive
+    staircase: bool = False
 
 
 class OptimizerSpec(_Strict):
-    name: Literal["adam", "sgd"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0)
+    name: Literal["sgd", "adagrad", "rmsprop", "adam"] = "adam"
+    learning_rate: Annotated[float, Field(gt=0)] | ExponentialDecaySpec = 1e-3
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    nesterov: bool = False
+
+    @model_validator(mode="after")
+    def _momentum_only_where_it_exists(self) -> "OptimizerSpec":
+        if self.name not in ("sgd", "rmsprop") and self.momentum:
+            raise ValueError(f"momentum applies to sgd and rmsprop, not {self.name}")
+        if self.nesterov and self.name != "sgd":
+            raise ValueError("nesterov applies to sgd only")
+        return self
+
+
+class LossSpec(_Strict):
+    """`asymmetric` charges over_price per unit a forecast is too high, under_price too low."""
+
+    name: Literal[
+        "mse", "categorical_crossentropy", "sparse_categorical_crossentropy", "asymmetric"
+    ]
+    from_logits: bool = False
+    over_price: Annotated[float, Field(gt=0)] = 1.0
+    under_price: Annotated[float, Field(gt=0)] = 1.0
+
+
+class EarlyStoppingSpec(_Strict):
+    monitor: str = "val_loss"
+    patience: Annotated[int, Field(ge=0)] = 5
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    restore_best_weights: bool = True
 
 
 class TrainingSpec(_Strict):
-    epochs: int = Field(gt=0)
-    batch_size: int = Field(32, gt=0)
+    epochs: Positive
+    batch_size: Positive = 32
     seed: int = 42
+    # Default: sparse cross-entropy for classifiers, mean squared error for regressors.
+    loss: LossSpec | None = None
+    early_stopping: EarlyStoppingSpec | None = None
+    # Used only where a GPU is present; float32 outputs either way.
+    mixed_precision: bool = False
+    xla: bool = False
 
 
 class GateSpec(_Strict):
     """The evaluation a new version must pass before it is published."""
 
-    min_accuracy: float = Field(0.0, ge=0, le=1)
+    min_accuracy: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # Regressors: the largest test mean absolute error allowed, in the target's units.
+    max_mae: Annotated[float, Field(gt=0)] | None = None
 
 
 class Spec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     dataset: DatasetSpec
-    model: SimpleCnnSpec
+    preprocessing: PreprocessingSpec = PreprocessingSpec()
+    model: ModelSpec
     optimizer: OptimizerSpec = OptimizerSpec()
     training: TrainingSpec
     gate: GateSpec = GateSpec()
 
+    @model_validator(mode="after")
+    def _labels_match_the_loss(self) -> "Spec":
+        loss = self.training.loss
+        if loss is None:
+            return self
+        one_hot = self.preprocessing.labels == "one-hot"
+        if loss.name == "categorical_crossentropy" and not one_hot:
+            raise ValueError("training.loss categorical_crossentropy needs labels: one-hot")
+        if loss.name == "sparse_categorical_crossentropy" and one_hot:
+            raise ValueError("training.loss sparse_categorical_crossentropy needs labels: sparse")
+        return self
 
-def load_spec(path: str | Path) -> Spec:
+
+def load_spec(path: str | Path, overrides: dict | None = None) -> Spec:
+    """Read and validate a spec; `overrides` (nested keys) replace values of the file first."""
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -65,17 +314,57 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{path}: not valid YAML: {error}") from error
     if not isinstance(document, dict):
         raise SpecError(f"{path}: expected a mapping of spec keys, got {type(document).__name__}")
+    if overrides:
+        document = merge(document, overrides)
     try:
         return Spec.model_validate(document)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc'])}: {_describe(issue)}"
-            for issue in error.errors()
+            _describe(issue) for issue in error.errors() if not _is_other_union_branch(issue)
         )
         raise SpecError(f"{path}: {problems}") from error
 
 
+def merge(document: dict, overrides: dict) -> dict:
+    """`overrides` laid over `document`, mapping into mapping, without changing either."""
+    merged = copy.deepcopy(document)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
 def _describe(issue: dict) -> str:
+    location = ".".join(str(part) for part in issue["loc"] if not _is_union_tag(part))
     if issue["type"] == "extra_forbidden":
-        return "unknown key"
-    return issue["msg"]
+        return f"{location}: unknown key"
+    if issue["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        context = issue["ctx"]
+        tag_key = context["discriminator"].strip("'")  # pydantic quotes it
+        if issue["type"] == "union_tag_not_found":
+            return f"{location}.{tag_key}: required"
+        return (
+            f"{location}.{tag_key}: unknown {context['tag']!r}, "
+            f"expected one of {context['expected_tags']}"
+        )
+    return f"{location}: {issue['msg']}" if location else issue["msg"]
+
+
+def _is_other_union_branch(issue: dict) -> bool:
+    # A learning rate given as a mapping is a schedule: the "not a number" complaint is noise.
+    return "constrained-float" in issue["loc"] and isinstance(issue["input"], dict)
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic puts the chosen member of a tagged union into the location; users never wrote it.
+    return isinstance(part, str) and part in _UNION_TAGS | {"ExponentialDecaySpec"}
+
+
+_UNION_TAGS = {
+    tag
+    for union, key in ((DatasetSpec, "name"), (ModelSpec, "architecture"))
+    for member in get_args(get_args(union)[0])
+    for tag in get_args(member.model_fields[key].annotation)
+}

@@ -106,21 +106,30 @@ def _up(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     _allow_slow_prefect_start()
+    from pipeline.datasets import DatasetError
+    from pipeline.downloads import DownloadError
     from pipeline.flow import train_model
+    from pipeline.models import ModelError
     from pipeline.spec import SpecError, load_spec
     from pipeline.training import GateFailed
 
     try:
         load_spec(args.spec)
-        result = train_model(str(args.spec))
-    except (SpecError, GateFailed) as error:
+        # progress: a bar per epoch that fills as batches finish.
+        result = train_model(str(args.spec), progress=True)
+    except (SpecError, DatasetError, DownloadError, ModelError, GateFailed) as error:
         raise UserError(str(error)) from error
+    resumed = (
+        f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""
+    )
     print(
-        f"\ntrained {result.model_name} version {result.version}: "
-        f"test accuracy {result.evaluation.accuracy:.4f}, test loss {result.evaluation.loss:.4f}"
+        f"\ntrained {result.model_name} version {result.version} in "
+        f"{result.epochs_trained} epochs{resumed}: {result.evaluation.describe()}"
     )
     print(f"  model:   {result.version_dir}")
     print(f"  reports: {result.run_dir}")
+    for report in sorted(path.name for path in result.run_dir.iterdir() if path.is_file()):
+        print(f"           {report}")
     return 0
 
 

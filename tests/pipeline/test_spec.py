@@ -36,7 +36,20 @@ def test_defaults_fill_what_a_minimal_spec_leaves_out(tmp_path):
         (MINIMAL + "trainig: {epochs: 3}\n", ["trainig", "unknown key"]),
         (MINIMAL.replace("{epochs: 1}", "{epochs: 1, lr: 3}"), ["training.lr", "unknown key"]),
         (MINIMAL.replace("{epochs: 1}", "{epochs: many}"), ["training.epochs"]),
-        (MINIMAL.replace("digits", "mnist"), ["dataset.name", "digits"]),
+        (MINIMAL.replace("digits", "mnist2"), ["dataset.name", "'mnist2'", "'digits'"]),
+        (MINIMAL.replace("simple-cnn", "vgg19"), ["model.architecture", "'vgg16'"]),
+        (MINIMAL.replace("{name: digits}", "{name: digits, path: x}"), ["dataset.path", "unknown"]),
+        (MINIMAL.replace("{name: digits}", "{test_fraction: 0.2}"), ["dataset.name", "required"]),
+        (MINIMAL + "optimizer: {name: adam, momentum: 0.9}\n", ["optimizer", "sgd and rmsprop"]),
+        (
+            MINIMAL + "optimizer: {learning_rate: {initial_rate: 0.1, decay_rate: 0.9}}\n",
+            ["optimizer.learning_rate.decay_steps", "required"],
+        ),
+        (
+            MINIMAL.replace("{epochs: 1}", "{epochs: 1, loss: {name: categorical_crossentropy}}"),
+            ["labels: one-hot"],
+        ),
+        (MINIMAL.replace("simple-cnn", "custom"), ["model.function", "required"]),
         (MINIMAL.replace("training: {epochs: 1}\n", ""), ["training", "required"]),
         ("- a\n- b\n", ["expected a mapping"]),
         ("name: [unclosed\n", ["not valid YAML"]),
@@ -46,6 +59,13 @@ def test_defaults_fill_what_a_minimal_spec_leaves_out(tmp_path):
         "unknown-nested-key",
         "wrong-type",
         "unknown-dataset",
+        "unknown-architecture",
+        "key-of-another-dataset-kind",
+        "missing-dataset-name",
+        "momentum-for-adam",
+        "incomplete-decay",
+        "loss-needs-one-hot",
+        "custom-without-function",
         "missing-section",
         "not-a-mapping",
         "bad-yaml",
@@ -65,3 +85,54 @@ def test_bad_specs_are_errors_naming_the_file_and_the_key(tmp_path, text, names)
 def test_a_missing_spec_file_is_an_error_naming_it(tmp_path):
     with pytest.raises(SpecError, match=r"nope\.yaml: cannot read spec file"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_overrides_replace_nested_values_and_keep_the_rest(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(MINIMAL.replace("{name: digits}", "{name: digits, seed: 5}"))
+    spec = load_spec(path, {"dataset": {"max_examples": 50}, "training": {"epochs": 2}})
+    assert (spec.dataset.seed, spec.dataset.max_examples, spec.training.epochs) == (5, 50, 2)
+
+
+def test_overrides_are_validated_like_the_file(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(MINIMAL)
+    with pytest.raises(SpecError, match=r"training\.epochs"):
+        load_spec(path, {"training": {"epochs": 0}})
+
+
+def test_every_training_technique_has_a_place_in_a_spec(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        """\
+name: m
+dataset: {name: sunspots, window: 8, horizon: 2}
+model: {architecture: rnn-stack, cell: gru, units: [8, 4], dropout: 0.1, l1: 0.001, l2: 0.01}
+optimizer:
+  name: sgd
+  momentum: 0.9
+  nesterov: true
+  learning_rate: {initial_rate: 0.1, decay_rate: 0.96, decay_steps: 100, staircase: true}
+training:
+  epochs: 3
+  loss: {name: asymmetric, over_price: 1, under_price: 3}
+  early_stopping: {monitor: val_loss, patience: 2}
+  mixed_precision: true
+  xla: true
+gate: {max_mae: 20}
+"""
+    )
+    spec = load_spec(path)
+    assert spec.optimizer.learning_rate.staircase is True
+    assert spec.training.loss.under_price == 3
+    assert spec.model.cell == "gru" and spec.dataset.horizon == 2
+
+
+def test_a_missing_data_file_is_an_error_naming_the_spec_and_the_key(tmp_path):
+    path = tmp_path / "m.yaml"
+    missing = tmp_path / "nowhere.csv"
+    path.write_text(
+        MINIMAL.replace("{name: digits}", f"{{name: csv-table, path: {missing}, target: y}}")
+    )
+    with pytest.raises(SpecError, match=rf"^{path}: dataset\.path: Path does not point to a file"):
+        load_spec(path)

@@ -1,0 +1,183 @@
+"""Downloads against a real HTTP server on 127.0.0.1: checksums, retries, resumed transfers, and
+a cache that never keeps a bad file; then each upstream format read back."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from pipeline import downloads
+from pipeline.datasets import FASHION_LABELS, load_dataset
+from pipeline.spec import DownloadedDataset
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def no_retry_wait(monkeypatch):
+    monkeypatch.setattr(downloads, "FIRST_RETRY_WAIT_SECONDS", 0.01)
+
+
+def remote(data: bytes = PAYLOAD) -> downloads.RemoteFile:
+    return downloads.RemoteFile("data.bin", sha256(data))
+
+
+def test_a_download_is_verified_cached_and_not_fetched_again(file_server, tmp_path):
+    file_server.files["data.bin"] = PAYLOAD
+    path = downloads.fetch(file_server.url, remote(), tmp_path)
+    assert path.read_bytes() == PAYLOAD
+    assert downloads.fetch(file_server.url, remote(), tmp_path) == path
+    assert len(file_server.requests) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.bin"]
+
+
+def test_a_corrupt_file_is_an_error_and_leaves_nothing_in_the_cache(file_server, tmp_path):
+    file_server.files["data.bin"] = PAYLOAD[:-1] + b"X"
+    with pytest.raises(downloads.DownloadError) as caught:
+        downloads.fetch(file_server.url, remote(), tmp_path, retries=1)
+    message = str(caught.value)
+    assert "data.bin" in message and remote().sha256 in message and "after 2 attempts" in message
+    assert list(tmp_path.iterdir()) == []
+    assert len(file_server.requests) == 2
+
+
+def test_a_transfer_cut_mid_file_resumes_where_it_stopped(file_server, tmp_path):
+    file_server.files["data.bin"] = PAYLOAD
+    file_server.cut_next.add("data.bin")
+    path = downloads.fetch(file_server.url, remote(), tmp_path)
+    assert path.read_bytes() == PAYLOAD
+    assert file_server.requests == [("data.bin", None), ("data.bin", f"bytes={len(PAYLOAD) // 2}-")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.bin"]
+
+
+def test_a_server_without_ranges_gets_the_whole_file_again(file_server, tmp_path):
+    file_server.files["data.bin"] = PAYLOAD
+    file_server.cut_next.add("data.bin")
+    file_server.ranges = False
+    assert downloads.fetch(file_server.url, remote(), tmp_path).read_bytes() == PAYLOAD
+    assert len(file_server.requests) == 2
+
+
+def test_a_cached_file_that_went_bad_is_downloaded_again(file_server, tmp_path):
+    file_server.files["data.bin"] = PAYLOAD
+    (tmp_path / "data.bin").write_bytes(b"truncated")
+    assert downloads.fetch(file_server.url, remote(), tmp_path).read_bytes() == PAYLOAD
+    assert len(file_server.requests) == 1
+
+
+def test_an_unreachable_server_fails_after_the_retries(tmp_path):
+    from support import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/"
+    with pytest.raises(downloads.DownloadError, match="after 3 attempts"):
+        downloads.fetch(url, remote(), tmp_path, retries=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_path_is_a_source_too(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "data.bin").write_bytes(PAYLOAD)
+    path = downloads.fetch(str(mirror), remote(), tmp_path / "cache")
+    assert path.read_bytes() == PAYLOAD
+
+
+def dataset_spec(name: str, server, files: dict[str, bytes], tmp_path, **extra):
+    server.files.update(files)
+    return DownloadedDataset(
+        name=name,
+        source=server.url,
+        cache_dir=tmp_path,
+        checksums={file_name: sha256(data) for file_name, data in files.items()},
+        **extra,
+    )
+
+
+def test_the_catalog_names_every_file_keras_downloads_with_its_sha256():
+    names = {name: [r.name for r in files] for name, (_, files) in downloads.CATALOG.items()}
+    assert names == {
+        "mnist": ["mnist.npz"],
+        "fashion-mnist": [
+            "train-labels-idx1-ubyte.gz",
+            "train-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+        ],
+        "cifar10": ["cifar-10-python.tar.gz"],
+        "imdb": ["imdb.npz"],
+        "boston-housing": ["boston_housing.npz"],
+    }
+    digests = [r.sha256 for _, files in downloads.CATALOG.values() for r in files]
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in digests)
+
+
+def test_mnist_npz(file_server, datasets_upstream, tmp_path):
+    dataset = load_dataset(dataset_spec("mnist", file_server, datasets_upstream["mnist"], tmp_path))
+    assert dataset.features.shape == (300, 28, 28, 1) and dataset.features.dtype == np.uint8
+    assert dataset.labels == [str(d) for d in range(10)]
+    assert dataset.input_spec.to_json()["image_size"] == [28, 28]
+    assert dataset.input_spec.value_range == (0.0, 255.0)
+    assert dataset.input_spec.dtype == "float32"  # what clients and the gateway send
+
+
+def test_fashion_mnist_idx_files(file_server, datasets_upstream, tmp_path):
+    files = datasets_upstream["fashion-mnist"]
+    dataset = load_dataset(dataset_spec("fashion-mnist", file_server, files, tmp_path))
+    assert dataset.features.shape == (300, 28, 28, 1)
+    assert dataset.labels == FASHION_LABELS
+    assert sorted(np.unique(dataset.targets)) == list(range(10))
+
+
+def test_cifar10_pickle_tarball(file_server, datasets_upstream, tmp_path):
+    files = datasets_upstream["cifar10"]
+    dataset = load_dataset(dataset_spec("cifar10", file_server, files, tmp_path))
+    assert dataset.features.shape == (120, 32, 32, 3)
+    assert dataset.labels[:2] == ["airplane", "automobile"] and len(dataset.labels) == 10
+    assert dataset.input_spec.to_json()["channels"] == 3
+
+
+def test_imdb_npz_padded_to_the_sequence_length(file_server, datasets_upstream, tmp_path):
+    files = datasets_upstream["imdb"]
+    spec = dataset_spec("imdb", file_server, files, tmp_path, sequence_length=30)
+    dataset = load_dataset(spec)
+    assert dataset.features.shape == (200, 30) and dataset.features.dtype == np.int32
+    assert dataset.labels == ["negative", "positive"]
+    assert dataset.input_spec.name == "sequence" and dataset.input_spec.vocabulary_size == 10000
+    # Shorter reviews are padded in front with zeros and end with their last word.
+    short = next(row for row in dataset.features if row[0] == 0)
+    assert short[-1] != 0
+
+
+def test_boston_housing_is_a_regression_table(file_server, datasets_upstream, tmp_path):
+    files = datasets_upstream["boston-housing"]
+    dataset = load_dataset(dataset_spec("boston-housing", file_server, files, tmp_path))
+    assert dataset.task == "regression" and dataset.labels == []
+    assert dataset.features.shape == (120, 13) and dataset.input_spec.name == "features"
+    assert dataset.target_range[0] < dataset.target_range[1]
+
+
+def test_checksums_for_files_the_dataset_does_not_have_are_an_error(tmp_path):
+    from pipeline.datasets import DatasetError
+
+    spec = DownloadedDataset(name="mnist", cache_dir=tmp_path, checksums={"mnist.zip": "0" * 64})
+    with pytest.raises(DatasetError, match=r"mnist\.zip.*mnist\.npz"):
+        load_dataset(spec)
+
+
+def test_a_pickle_that_is_not_arrays_is_refused(file_server, tmp_path):
+    import io
+    import os
+
+    from pipeline.datasets import DatasetError
+
+    hostile = np.empty(1, dtype=object)
+    hostile[0] = os.system  # unpickling this would import os.system
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=hostile, y_train=np.zeros(1), x_test=hostile, y_test=np.zeros(1))
+    spec = dataset_spec("imdb", file_server, {"imdb.npz": buffer.getvalue()}, tmp_path)
+    with pytest.raises(DatasetError, match="only arrays allowed"):
+        load_dataset(spec)
