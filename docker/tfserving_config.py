@@ -32,7 +32,7 @@ def served_models(repo: Path) -> list[str]:
         for entry in repo.iterdir()
         if entry.is_dir()
         and not entry.name.startswith(".")
-        and any(map(model_repository.is_complete, model_repository.list_versions(entry).values()))
+        and model_repository.complete_versions(entry)
     )
 
 

@@ -34,6 +34,11 @@ def is_complete(version_dir: Path) -> bool:
     return any((version_dir / name).is_file() for name in SAVED_MODEL_FILES)
 
 
+def complete_versions(model_base_path: Path) -> dict[int, Path]:
+    """The versions a server may load: those whose SavedModel is there."""
+    return {v: path for v, path in list_versions(model_base_path).items() if is_complete(path)}
+
+
 def publish(export_dir: Path, model_base_path: Path) -> int:
     """Copy a finished export into the repository as the next version, atomically.
 

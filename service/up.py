@@ -42,7 +42,7 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
         ensure_free(HOST, port)
     settings = get_settings()
     base_path = (settings.model_repo / spec.name).resolve()
-    if not _complete_versions(base_path):
+    if not model_repository.complete_versions(base_path):
         print(f"no version of {spec.name} in {base_path}: training it first", flush=True)
         if subprocess.call(_nnserve("train", str(spec_path))) != 0:
             raise UpError(f"training {spec.name} failed; see the output above")
@@ -81,11 +81,6 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
         return 0
     finally:
         _stop_all(children)
-
-
-def _complete_versions(base_path: Path) -> list[int]:
-    versions = model_repository.list_versions(base_path)
-    return sorted(v for v, path in versions.items() if model_repository.is_complete(path))
 
 
 def _nnserve(*args: str) -> list[str]:
@@ -136,7 +131,7 @@ def _is_available(status_url: str) -> bool:
 
 
 def _print_banner(model_name: str, grpc_port: int, gateway_url: str, base_path: Path) -> None:
-    latest = _complete_versions(base_path)[-1]
+    latest = max(model_repository.complete_versions(base_path))
     example = base_path / str(latest) / "assets.extra" / "example_request.json"
     print(
         f"\nnnserve is up, serving {model_name} version {latest}\n"

@@ -217,11 +217,7 @@ class ModelManager:
             self._sync(model)
 
     def _sync(self, model: _Model) -> None:
-        on_disk = {
-            version: path
-            for version, path in model_repository.list_versions(model.config.base_path).items()
-            if model_repository.is_complete(path)
-        }
+        on_disk = model_repository.complete_versions(model.config.base_path)
         wanted = model.config.policy.wanted(on_disk)
         for version in sorted(wanted - set(model.served) - set(model.failed), reverse=True):
             self._load(model, version, on_disk[version])
