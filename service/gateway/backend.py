@@ -69,10 +69,15 @@ class TFServingBackend:
     async def regress(self, request: wire.RegressionRequest) -> wire.RegressionResponse:
         return await self._call("Regress", self._regress, request)
 
-    async def model_metadata(self, model_spec: wire.ModelSpec) -> wire.GetModelMetadataResponse:
+    async def signature_defs(
+        self, model_spec: wire.ModelSpec
+    ) -> tuple[wire.ModelSpec, wire.SignatureDefMap]:
+        """GetModelMetadata: the model spec served and its signatures."""
         request = wire.GetModelMetadataRequest(metadata_field=["signature_def"])
         request.model_spec.CopyFrom(model_spec)
-        return await self._call("GetModelMetadata", self._metadata, request)
+        response = await self._call("GetModelMetadata", self._metadata, request)
+        signatures = wire.unpack_any(response.metadata["signature_def"], wire.SignatureDefMap)
+        return response.model_spec, signatures
 
     async def model_status(self, model_spec: wire.ModelSpec) -> wire.GetModelStatusResponse:
         request = wire.GetModelStatusRequest()

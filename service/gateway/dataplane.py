@@ -91,11 +91,10 @@ class DataPlane:
         return orjson.dumps(_to_dict(response))
 
     async def model_metadata(self, target: ModelTarget) -> bytes:
-        response = await self._backend.model_metadata(target.model_spec())
-        signature_defs = wire.unpack_any(response.metadata["signature_def"], wire.SignatureDefMap)
+        model_spec, signature_defs = await self._backend.signature_defs(target.model_spec())
         return orjson.dumps(
             {
-                "model_spec": _to_dict(response.model_spec),
+                "model_spec": _to_dict(model_spec),
                 "metadata": {"signature_def": _to_dict(signature_defs)},
             }
         )
@@ -222,10 +221,7 @@ class DataPlane:
     async def _signature(self, target: ModelTarget, signature_name: str) -> wire.SignatureDef:
         cached = self._signatures.get(target)
         if cached is None or cached[0] < time.monotonic():
-            response = await self._backend.model_metadata(target.model_spec())
-            signature_defs = wire.unpack_any(
-                response.metadata["signature_def"], wire.SignatureDefMap
-            )
+            _, signature_defs = await self._backend.signature_defs(target.model_spec())
             cached = (time.monotonic() + self._ttl, signature_defs)
             self._signatures[target] = cached
         signature_defs = cached[1].signature_def
