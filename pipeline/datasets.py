@@ -16,6 +16,7 @@ from pipeline import downloads
 from pipeline.spec import (
     CsvSeriesDataset,
     CsvTableDataset,
+    CsvTextDataset,
     DatasetSpec,
     DownloadedDataset,
     ImageFolderDataset,
@@ -35,38 +36,49 @@ class DatasetError(ValueError):
 class InputSpec:
     """What a client sends: the signature input's name, per-example shape, dtype and value range.
 
-    Feature tables also carry each column's mean and standard deviation, and token sequences
-    their vocabulary size: the model standardizes or maps ids inside its graph.
+    Feature tables also carry each column's mean and standard deviation, token sequences and
+    texts their vocabulary size and sequence length: the model standardizes, maps ids or
+    tokenizes inside its graph. Texts have no value range.
     """
 
-    name: Literal["image", "sequence", "features"]
+    name: Literal["image", "sequence", "features", "text"]
     shape: tuple[int, ...]
     dtype: str
-    value_range: tuple[float, float]
+    value_range: tuple[float, float] | None = None
     feature_mean: tuple[float, ...] | None = None
     feature_std: tuple[float, ...] | None = None
     vocabulary_size: int | None = None
+    sequence_length: int | None = None
+
+    @property
+    def is_text(self) -> bool:
+        """One raw string per example, tokenized by the model."""
+        return self.name == "text"
 
     @property
     def is_token_ids(self) -> bool:
+        """Word ids, sent by the client as the dataset holds them."""
+        return self.vocabulary_size is not None and not self.is_text
+
+    @property
+    def is_tokenized(self) -> bool:
+        """The model's layers work on word ids: sent as such, or made from text by the model."""
         return self.vocabulary_size is not None
 
     def to_json(self) -> dict:
-        description = {
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "value_range": list(self.value_range),
-        }
+        description = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.value_range is not None:
+            description["value_range"] = list(self.value_range)
         if self.name == "image":
             height, width, channels = self.shape
             description["image_size"] = [height, width]
             description["channels"] = channels
-        if self.vocabulary_size is not None:
-            # Reviews of any length are accepted; the model pads or cuts them to this length.
-            description["shape"] = [None]
-            description["sequence_length"] = self.shape[0]
+        if self.is_tokenized:
+            description["sequence_length"] = self.sequence_length
             description["vocabulary_size"] = self.vocabulary_size
+        if self.is_token_ids:
+            # Reviews of any length are accepted; the model pads or cuts them to the length.
+            description["shape"] = [None]
         return description
 
 
@@ -89,7 +101,12 @@ class Dataset:
         digest = hashlib.sha256()
         for array in (self.features, self.targets):
             digest.update(str((array.dtype, array.shape)).encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
+            if array.dtype == object:  # texts: the bytes of each, not the objects' addresses
+                for text in array:
+                    encoded = str(text).encode()
+                    digest.update(len(encoded).to_bytes(8, "big") + encoded)
+            else:
+                digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
 
 
@@ -104,6 +121,8 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
         dataset = _image_list(spec)
     elif isinstance(spec, CsvTableDataset):
         dataset = _csv_table(spec)
+    elif isinstance(spec, CsvTextDataset):
+        dataset = _csv_text(spec)
     else:
         dataset = _csv_series(spec)
     return _limit(dataset, spec.max_examples, spec.seed)
@@ -208,6 +227,21 @@ def token_dataset(
             "int32",
             (0.0, float(padded.max())),
             vocabulary_size=vocabulary_size,
+            sequence_length=length,
+        ),
+    )
+
+
+def text_dataset(
+    texts: np.ndarray, targets: np.ndarray, labels: list[str], vocabulary_size: int, length: int
+) -> Dataset:
+    """Raw strings, one per example; the model tokenizes them into `length` word ids."""
+    return Dataset(
+        features=np.asarray(texts, dtype=object),
+        targets=targets.astype(np.int64).reshape(-1),
+        labels=labels,
+        input_spec=InputSpec(
+            "text", (), "string", vocabulary_size=vocabulary_size, sequence_length=length
         ),
     )
 
@@ -442,16 +476,26 @@ def _image_list(spec: ImageListDataset) -> Dataset:
     return image_dataset(np.stack(images), np.array(targets), classes)
 
 
-def _read_csv(path: Path, column: str):
+def _read_csv(path: Path, *columns: str):
     import pandas as pd
 
     try:
         table = pd.read_csv(path)
     except (OSError, ValueError) as error:
         raise DatasetError(f"dataset.path {path}: cannot read CSV ({error})") from error
-    if column not in table.columns:
-        raise DatasetError(f"{path}: no column {column!r}; the columns are {list(table.columns)}")
+    for column in columns:
+        if column not in table.columns:
+            raise DatasetError(
+                f"{path}: no column {column!r}; the columns are {list(table.columns)}"
+            )
     return table
+
+
+def _class_ids(column) -> tuple[list[str], np.ndarray]:
+    """Class names in sorted order, and each row's index into them."""
+    classes = sorted(str(value) for value in column.unique())
+    ids = {name: index for index, name in enumerate(classes)}
+    return classes, np.array([ids[str(value)] for value in column])
 
 
 def _csv_table(spec: CsvTableDataset) -> Dataset:
@@ -461,10 +505,23 @@ def _csv_table(spec: CsvTableDataset) -> Dataset:
     if text_columns:
         raise DatasetError(f"{spec.path}: feature columns must be numbers; {text_columns} are not")
     if spec.task == "classification":
-        classes = sorted(str(value) for value in table[spec.target].unique())
-        targets = np.array([classes.index(str(value)) for value in table[spec.target]])
+        classes, targets = _class_ids(table[spec.target])
         return table_dataset(features.to_numpy(), targets, classes, "classification")
     return table_dataset(features.to_numpy(), table[spec.target].to_numpy(), [], "regression")
+
+
+def _csv_text(spec: CsvTextDataset) -> Dataset:
+    table = _read_csv(spec.path, spec.text, spec.target)
+    empty = table[[spec.text, spec.target]].isna().any(axis=1)
+    if empty.any():
+        rows = [int(index) + 1 for index in table.index[empty][:5]]
+        raise DatasetError(
+            f"{spec.path}: every row needs a {spec.text!r} and a {spec.target!r}; "
+            f"rows {rows} (counted from 1 below the header) lack one"
+        )
+    classes, targets = _class_ids(table[spec.target])
+    texts = table[spec.text].astype(str).to_numpy(dtype=object)
+    return text_dataset(texts, targets, classes, spec.vocabulary_size, spec.sequence_length)
 
 
 def _csv_series(spec: CsvSeriesDataset) -> Dataset:

@@ -22,14 +22,14 @@ def export_model(
     head: Head,
     export_dir: Path,
     metadata: dict,
-    example: np.ndarray,
+    example: np.ndarray | str,
 ) -> Path:
     """Write `serving_default`: raw `input_spec.name` in; `probabilities` and `class_id` out of a
     classifier, `prediction` (one value per example, in target units) out of a regressor."""
 
     def serve(raw_input: tf.Tensor) -> dict[str, tf.Tensor]:
         if input_spec.is_token_ids:
-            raw_input = pad_or_cut(raw_input, input_spec.shape[0])
+            raw_input = pad_or_cut(raw_input, input_spec.sequence_length)
         outputs = model(raw_input, training=False)
         if not head.is_classifier:
             return {"prediction": tf.reshape(outputs, [-1])}
@@ -53,13 +53,14 @@ def export_model(
     archive.write_out(str(export_dir), verbose=False)
     write_metadata(export_dir, {"input": input_spec.to_json(), **metadata})
     (export_dir / EXAMPLE_REQUEST_PATH).write_text(
-        json.dumps({"instances": [example.tolist()]}, separators=(",", ":")) + "\n"
+        json.dumps({"instances": [np.asarray(example).tolist()]}, separators=(",", ":")) + "\n"
     )
     return export_dir
 
 
 def signature_shape(input_spec: InputSpec) -> tuple[int | None, ...]:
-    """Batch first; token id sequences of any length (the graph pads or cuts them)."""
+    """Batch first; token id sequences of any length (the graph pads or cuts them), and texts
+    as one string per example."""
     if input_spec.is_token_ids:
         return (None, None)
     return (None, *input_spec.shape)

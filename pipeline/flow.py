@@ -69,7 +69,13 @@ def train(spec: Spec, dataset: Dataset, splits: Splits, run_dir: Path, progress:
         logger.info("resuming %s from its checkpoint after epoch %d", run_dir, resumed_from)
     head = head_of(spec, dataset)
     with placed(plan):
-        model = build_model(spec.model, dataset.input_spec, head, spec.preprocessing.augmentation)
+        model = build_model(
+            spec.model,
+            dataset.input_spec,
+            head,
+            spec.preprocessing.augmentation,
+            training_features=splits.train.features,
+        )
         loss = training.loss_spec(spec.training, head)
         training.compile_model(model, spec.optimizer, loss, head, plan.xla)
         history = training.fit(

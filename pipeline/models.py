@@ -1,5 +1,5 @@
-"""The model catalog. Every model takes the dataset's raw input (scaling, id mapping and
-augmentation are its first layers, so the served graph does them too) and ends in a head named
+"""The model catalog. Every model takes the dataset's raw input (scaling, id mapping, tokenizing
+and augmentation are its first layers, so the served graph does them too) and ends in a head named
 after the signature output: `probabilities` (or `logits`) for classifiers, `prediction` for
 regressors, computed in float32 even under mixed precision."""
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from pipeline.datasets import Dataset, InputSpec
@@ -77,9 +78,12 @@ def build_model(
     input_spec: InputSpec,
     head: Head,
     augmentation: AugmentationSpec | None = None,
+    training_features: np.ndarray | None = None,
 ) -> keras.Model:
+    """`training_features` is the training split: a text model learns its vocabulary from it, and
+    only from it, so that validation and test words stay as unknown to it as a client's are."""
     raw = keras.Input(shape=input_spec.shape, dtype=input_spec.dtype, name=input_spec.name)
-    x = _from_raw_units(raw, input_spec)
+    x = _from_raw_units(raw, input_spec, training_features)
     if input_spec.name == "image" and augmentation is not None:
         x = _augment(x, augmentation)
     body = _BODIES[spec.architecture]
@@ -91,7 +95,9 @@ def build_model(
 # --- first and last layers -----------------------------------------------------------------------
 
 
-def _from_raw_units(raw, input_spec: InputSpec):
+def _from_raw_units(raw, input_spec: InputSpec, training_features: np.ndarray | None):
+    if input_spec.is_text:
+        return _tokenizer(input_spec, training_features)(raw)
     if input_spec.is_token_ids:
         return OutOfVocabulary(input_spec.vocabulary_size, name="known_ids")(raw)
     if input_spec.name == "features":
@@ -102,6 +108,24 @@ def _from_raw_units(raw, input_spec: InputSpec):
     low, high = input_spec.value_range
     span = (high - low) or 1.0
     return layers.Rescaling(1.0 / span, offset=-low / span, name="scale_to_unit")(raw)
+
+
+def _tokenizer(
+    input_spec: InputSpec, training_texts: np.ndarray | None
+) -> layers.TextVectorization:
+    """Lower-cases, strips punctuation and splits on whitespace; word ids by frequency in the
+    training texts (0 pads, 1 stands for any other word), padded or cut to the sequence length."""
+    if training_texts is None:
+        raise ModelError(
+            "a text model learns its vocabulary from the training split's texts; none were given"
+        )
+    tokenize = layers.TextVectorization(
+        max_tokens=input_spec.vocabulary_size,
+        output_sequence_length=input_spec.sequence_length,
+        name="tokenize",
+    )
+    tokenize.adapt(training_texts)
+    return tokenize
 
 
 def _augment(x, spec: AugmentationSpec):
@@ -194,7 +218,7 @@ def _at_least(x, size: int):
 
 def _as_sequence(x, spec: ModelSpec, input_spec: InputSpec, embedding_dim: int):
     """(batch, steps, features) for recurrent and 1-D convolutional layers."""
-    if input_spec.is_token_ids:
+    if input_spec.is_tokenized:
         return layers.Embedding(
             input_spec.vocabulary_size, embedding_dim, mask_zero=False, name="embedding"
         )(x)
@@ -350,10 +374,10 @@ def _rnn_stack(spec: RnnStackSpec, x, input_spec: InputSpec):
 
 
 def _embedding_lstm(spec: EmbeddingLstmSpec, x, input_spec: InputSpec):
-    if not input_spec.is_token_ids:
+    if not input_spec.is_tokenized:
         raise ModelError(
-            f"model.architecture embedding-lstm needs token ids (a text dataset such as imdb); "
-            f"the dataset gives {input_spec.name} of dtype {input_spec.dtype}"
+            "model.architecture embedding-lstm needs text or token ids (a dataset such as "
+            f"csv-text or imdb); the dataset gives {input_spec.name} of dtype {input_spec.dtype}"
         )
     x = _as_sequence(x, spec, input_spec, spec.embedding_dim)
     return _recurrent_stack(x, "lstm", spec.units, spec)

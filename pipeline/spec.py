@@ -93,6 +93,20 @@ class CsvTableDataset(_DatasetBase):
     task: Literal["classification", "regression"] = "classification"
 
 
+class CsvTextDataset(_DatasetBase):
+    """One text and its label per row. The model takes the raw text and tokenizes it itself,
+    with a vocabulary learnt from the training split only."""
+
+    name: Literal["csv-text"]
+    path: FilePath
+    text: str  # the column holding the text
+    target: str  # the column holding the label
+    # The ids the tokenizer gives: 0 pads, 1 stands for every word outside the vocabulary, the
+    # rest are the training split's most frequent words.
+    vocabulary_size: Annotated[int, Field(ge=3)] = 10000
+    sequence_length: Positive = 200  # words every text is padded (at the end) or cut to
+
+
 class CsvSeriesDataset(_DatasetBase):
     """One value per row in time order; the model forecasts `column` from its past `window`."""
 
@@ -109,6 +123,7 @@ DatasetSpec = Annotated[
     | ImageFolderDataset
     | ImageListDataset
     | CsvTableDataset
+    | CsvTextDataset
     | CsvSeriesDataset,
     Field(discriminator="name"),
 ]

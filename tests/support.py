@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "tfserving-testdata"
 DIGITS_SPEC = REPO_ROOT / "pipeline" / "specs" / "digits-cnn.yaml"
@@ -83,3 +85,12 @@ def read_until(process: subprocess.Popen, marker: str, timeout: float = 300) -> 
         if marker in line:
             return "".join(seen)
     raise AssertionError(f"{marker!r} not printed within {timeout} s; output:\n{''.join(seen)}")
+
+
+def is_available(url: str) -> bool:
+    """Whether the gateway reports a version AVAILABLE at `url` (/v1/models/NAME)."""
+    try:
+        statuses = httpx.get(url, timeout=2).json()["model_version_status"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+    return any(status["state"] == "AVAILABLE" for status in statuses)

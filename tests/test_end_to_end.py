@@ -7,7 +7,15 @@ import httpx
 import keras
 import numpy as np
 import pytest
-from support import DIGITS_SPEC, free_port, nnserve, read_until, stop, wait_until
+from support import (
+    DIGITS_SPEC,
+    free_port,
+    is_available,
+    nnserve,
+    read_until,
+    stop,
+    wait_until,
+)
 
 from pipeline.datasets import load_dataset
 from pipeline.preprocess import split_dataset
@@ -15,14 +23,6 @@ from pipeline.spec import load_spec
 from service.ports import listen
 
 HELD_OUT = 50
-
-
-def is_available(url: str) -> bool:
-    try:
-        statuses = httpx.get(url, timeout=2).json()["model_version_status"]
-    except (httpx.HTTPError, ValueError, KeyError):
-        return False
-    return any(status["state"] == "AVAILABLE" for status in statuses)
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,7 @@ def test_token_ids_outside_the_vocabulary_become_the_out_of_vocabulary_id():
     [
         ({"architecture": "vgg16"}, TABLE, "vgg16 needs image input"),
         ({"architecture": "rnn-stack"}, TABLE, "rnn-stack needs a sequence or an image"),
-        ({"architecture": "embedding-lstm"}, SERIES, "embedding-lstm needs token ids"),
+        ({"architecture": "embedding-lstm"}, SERIES, "embedding-lstm needs text or token ids"),
         ({"architecture": "custom", "function": "no_such_module:build"}, TABLE, "cannot import"),
     ],
 )
