@@ -318,8 +318,14 @@ class Spec(_Strict):
         return self
 
 
-def load_spec(path: str | Path, overrides: dict | None = None) -> Spec:
-    """Read and validate a spec; `overrides` (nested keys) replace values of the file first."""
+def load_spec(
+    path: str | Path, overrides: dict | None = None, overrides_from: str = "the overrides"
+) -> Spec:
+    """Read and validate a spec; `overrides` (nested keys) replace values of the file first.
+
+    A problem with a value the overrides gave is marked `(from <overrides_from>)`, so that the
+    message does not send the user looking for it in the file.
+    """
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -329,13 +335,15 @@ def load_spec(path: str | Path, overrides: dict | None = None) -> Spec:
         raise SpecError(f"{path}: not valid YAML: {error}") from error
     if not isinstance(document, dict):
         raise SpecError(f"{path}: expected a mapping of spec keys, got {type(document).__name__}")
-    if overrides:
-        document = merge(document, overrides)
+    overrides = overrides or {}
+    document = merge(document, overrides)
     try:
         return Spec.model_validate(document)
     except ValidationError as error:
         problems = "; ".join(
-            _describe(issue) for issue in error.errors() if not _is_other_union_branch(issue)
+            _describe(issue, overrides, overrides_from)
+            for issue in error.errors()
+            if not _is_other_union_branch(issue)
         )
         raise SpecError(f"{path}: {problems}") from error
 
@@ -351,20 +359,36 @@ def merge(document: dict, overrides: dict) -> dict:
     return merged
 
 
-def _describe(issue: dict) -> str:
-    location = ".".join(str(part) for part in issue["loc"] if not _is_union_tag(part))
+def _describe(issue: dict, overrides: dict, overrides_from: str) -> str:
+    keys = [part for part in issue["loc"] if not _is_union_tag(part)]
     if issue["type"] == "extra_forbidden":
-        return f"{location}: unknown key"
-    if issue["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        problem = "unknown key"
+    elif issue["type"] in ("union_tag_invalid", "union_tag_not_found"):
         context = issue["ctx"]
-        tag_key = context["discriminator"].strip("'")  # pydantic quotes it
-        if issue["type"] == "union_tag_not_found":
-            return f"{location}.{tag_key}: required"
-        return (
-            f"{location}.{tag_key}: unknown {context['tag']!r}, "
-            f"expected one of {context['expected_tags']}"
+        keys.append(context["discriminator"].strip("'"))  # pydantic quotes it
+        problem = (
+            "required"
+            if issue["type"] == "union_tag_not_found"
+            else f"unknown {context['tag']!r}, expected one of {context['expected_tags']}"
         )
-    return f"{location}: {issue['msg']}" if location else issue["msg"]
+    else:
+        problem = issue["msg"]
+    if _overridden(keys, overrides):
+        problem += f" (from {overrides_from})"
+    location = ".".join(str(key) for key in keys)
+    return f"{location}: {problem}" if location else problem
+
+
+def _overridden(keys: list, overrides: dict) -> bool:
+    """Whether the value at `keys` is one the overrides gave, or lies inside one."""
+    node = overrides
+    for key in keys:
+        if not isinstance(node, dict):
+            return True  # inside a list or value the overrides gave whole
+        if key not in node:
+            return False
+        node = node[key]
+    return bool(keys)
 
 
 def _is_other_union_branch(issue: dict) -> bool:

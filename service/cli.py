@@ -44,6 +44,16 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="run the training flow once for a spec")
     train.add_argument("spec", type=Path)
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        type=_override,
+        action="append",
+        default=[],
+        help="replace a value of the spec: a dotted key and a YAML value, such as "
+        "training.epochs=3 or model.units=[8,8]; repeatable",
+    )
     train.set_defaults(run=_train)
 
     server = commands.add_parser(
@@ -110,13 +120,16 @@ def _train(args: argparse.Namespace) -> int:
     from pipeline.downloads import DownloadError
     from pipeline.flow import train_model
     from pipeline.models import ModelError
-    from pipeline.spec import SpecError, load_spec
+    from pipeline.spec import SpecError, load_spec, merge
     from pipeline.training import GateFailed
 
+    overrides: dict = {}
+    for override in args.overrides:  # a later --set of the same key wins
+        overrides = merge(overrides, override)
     try:
-        load_spec(args.spec)
+        load_spec(args.spec, overrides, overrides_from="--set")
         # progress: a bar per epoch that fills as batches finish.
-        result = train_model(str(args.spec), progress=True)
+        result = train_model(str(args.spec), overrides=overrides or None, progress=True)
     except (SpecError, DatasetError, DownloadError, ModelError, GateFailed) as error:
         raise UserError(str(error)) from error
     resumed = (
@@ -131,6 +144,25 @@ def _train(args: argparse.Namespace) -> int:
     for report in sorted(path.name for path in result.run_dir.iterdir() if path.is_file()):
         print(f"           {report}")
     return 0
+
+
+def _override(text: str) -> dict:
+    """`--set a.b=VALUE` as the nested overrides `{"a": {"b": VALUE}}`, VALUE read as YAML."""
+    import yaml
+
+    key, equals, value = text.partition("=")
+    keys = [part.strip() for part in key.split(".")]
+    if not equals or not all(keys):
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE with a dotted KEY, such as training.epochs=3; got {text!r}"
+        )
+    try:
+        override = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{key}: {value!r} is not a YAML value") from None
+    for part in reversed(keys):
+        override = {part: override}
+    return override
 
 
 def _allow_slow_prefect_start() -> None:

@@ -35,6 +35,17 @@ def trained_digits(prefect_api, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
+def fresh_settings() -> Iterator[None]:
+    """Settings read anew from the environment the test sets (with monkeypatch), and again
+    after it: `get_settings` keeps what it read first."""
+    from service.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen]]:
     """Processes a test starts; whatever is still running at the end is stopped."""
     started: list[subprocess.Popen] = []

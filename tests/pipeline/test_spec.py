@@ -101,6 +101,23 @@ def test_overrides_are_validated_like_the_file(tmp_path):
         load_spec(path, {"training": {"epochs": 0}})
 
 
+def test_problems_of_values_the_overrides_gave_say_so(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(MINIMAL.replace("{epochs: 1}", "{epochs: 1, lr: 3}"))
+    overrides = {"model": {"conv_filters": [8, -1]}, "training": {"epoch": 2}}
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, overrides, overrides_from="--set")
+    assert str(caught.value).split("; ") == [
+        f"{path}: model.conv_filters.1: Input should be greater than 0 (from --set)",
+        "training.lr: unknown key",
+        "training.epoch: unknown key (from --set)",
+    ]
+    with pytest.raises(
+        SpecError, match=r"dataset\.name: unknown 'mnst', .* \(from the overrides\); "
+    ):
+        load_spec(path, {"dataset": {"name": "mnst"}})
+
+
 def test_every_training_technique_has_a_place_in_a_spec(tmp_path):
     path = tmp_path / "m.yaml"
     path.write_text(
