@@ -14,6 +14,8 @@ from pathlib import Path
 
 import fsspec
 
+from service.settings import get_settings
+
 logger = logging.getLogger(__name__)
 
 KERAS_DATASETS = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -94,7 +96,9 @@ CATALOG: dict[str, tuple[str, tuple[RemoteFile, ...]]] = {
 
 
 def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "nnserve" / "datasets"
+    """Where downloads go when the spec names no `cache_dir`: `$NNSERVE_DATA_DIR`, else
+    ~/.cache/nnserve/datasets."""
+    return get_settings().data_dir
 
 
 def fetch(source: str, remote: RemoteFile, cache_dir: Path, retries: int = 3) -> Path:

@@ -54,7 +54,7 @@ class DownloadedDataset(_DatasetBase):
     name: Literal["mnist", "fashion-mnist", "cifar10", "imdb", "boston-housing"]
     # Base URL or fsspec folder holding the upstream files; default: the canonical location.
     source: str | None = None
-    # Where verified downloads are kept; default: ~/.cache/nnserve/datasets.
+    # Where verified downloads are kept; default: $NNSERVE_DATA_DIR (see service/settings.py).
     cache_dir: Path | None = None
     # SHA-256 by file name, replacing the catalog's: for a mirror holding other files.
     checksums: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] | None = None

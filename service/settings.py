@@ -15,6 +15,10 @@ class Settings(BaseSettings):
         Path("models"), description="Model repository: <repo>/<model>/<version>/saved_model.pb"
     )
     runs_dir: Path = Field(Path("runs"), description="Training runs and their reports")
+    data_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "nnserve" / "datasets",
+        description="Where downloaded dataset files are kept (a spec's dataset.cache_dir wins)",
+    )
     tfserving_addr: str = Field(
         "localhost:8500", description="host:port of the TensorFlow Serving gRPC API"
     )

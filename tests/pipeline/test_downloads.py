@@ -2,6 +2,7 @@
 a cache that never keeps a bad file; then each upstream format read back."""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,6 +159,27 @@ def test_boston_housing_is_a_regression_table(file_server, datasets_upstream, tm
     assert dataset.task == "regression" and dataset.labels == []
     assert dataset.features.shape == (120, 13) and dataset.input_spec.name == "features"
     assert dataset.target_range[0] < dataset.target_range[1]
+
+
+def test_downloads_go_to_nnserve_data_dir_unless_the_spec_names_a_cache_dir(
+    fresh_settings, monkeypatch, file_server, datasets_upstream, tmp_path
+):
+    monkeypatch.setenv("NNSERVE_DATA_DIR", str(tmp_path / "data"))
+    files = datasets_upstream["mnist"]
+    file_server.files.update(files)
+    checksums = {name: sha256(data) for name, data in files.items()}
+    spec = DownloadedDataset(name="mnist", source=file_server.url, checksums=checksums)
+
+    load_dataset(spec)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["mnist.npz"]
+    load_dataset(spec.model_copy(update={"cache_dir": tmp_path / "spec-cache"}))
+    assert [p.name for p in (tmp_path / "spec-cache").iterdir()] == ["mnist.npz"]
+    assert len(file_server.requests) == 2  # the spec's own cache did not use the other copy
+
+
+def test_without_nnserve_data_dir_downloads_go_to_the_users_cache(fresh_settings, monkeypatch):
+    monkeypatch.delenv("NNSERVE_DATA_DIR", raising=False)
+    assert downloads.default_cache_dir() == Path.home() / ".cache" / "nnserve" / "datasets"
 
 
 def test_checksums_for_files_the_dataset_does_not_have_are_an_error(tmp_path):
