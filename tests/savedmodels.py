@@ -50,3 +50,38 @@ def write_half_plus_two(
     }
     tf.saved_model.save(module, str(base_path / version_dir), signatures=signatures)
     return base_path
+
+
+# Every dtype a signature input can have that a client can send in a TensorProto.
+IDENTITY_DTYPES = (
+    "float16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+    "complex64",
+    "complex128",
+    "string",
+)
+
+
+def write_identity(base_path: Path, version_dir: str = "1") -> Path:
+    """One signature per dtype, `identity_<dtype>`: input `x` of any shape, output `y` = x."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    signatures = {}
+    for name in IDENTITY_DTYPES:
+        spec = tf.TensorSpec(None, tf.as_dtype(name), name="x")
+        signatures[f"identity_{name}"] = tf.function(
+            lambda x: {"y": tf.identity(x)}, input_signature=[spec]
+        )
+    tf.saved_model.save(module, str(base_path / version_dir), signatures=signatures)
+    return base_path
