@@ -162,9 +162,12 @@ class Batcher:
         task = _Task(values, self._rows(values))
         with self._changed:
             batch = self._open.get(key)
+            # Batch threads wake only for a batch to run or a new deadline to wait for: a wake-up
+            # per task would cost each request a thread switch.
+            wake = batch is None
             if batch is not None and batch.rows + task.rows > self._parameters.max_batch_size:
                 self._close(key)
-                batch = None
+                batch, wake = None, True
             if batch is None:
                 if len(self._ready) >= self._parameters.max_enqueued_batches:
                     raise ServingError(
@@ -178,7 +181,9 @@ class Batcher:
             batch.rows += task.rows
             if batch.rows == self._parameters.max_batch_size:
                 self._close(key)
-            self._changed.notify()
+                wake = True
+            if wake:
+                self._changed.notify_all()
         task.done.wait()
         if task.error is not None:
             raise task.error

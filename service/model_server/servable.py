@@ -5,6 +5,7 @@ SignatureDefs name. Doing the same here, rather than calling `tf.saved_model.loa
 its behaviour: TF1 and TF2 SavedModels alike, and no shape checks beyond what the graph enforces.
 """
 
+import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -141,14 +142,21 @@ def _check_input_dtypes(
     signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, np.ndarray]
 ) -> None:
     for name, value in inputs.items():
-        expected = tf.dtypes.as_dtype(signature.inputs[name].dtype)
-        if value.dtype != expected.as_numpy_dtype and not (
-            expected == tf.string and value.dtype.kind in "SUO"
-        ):
+        expected = signature.inputs[name].dtype
+        if not _accepts(expected, value.dtype):
             raise invalid_argument(
                 f"input '{name}' has dtype {tf.dtypes.as_dtype(value.dtype).name} but the "
-                f"signature expects {expected.name}"
+                f"signature expects {tf.dtypes.as_dtype(expected).name}"
             )
+
+
+@functools.cache
+def _accepts(expected: int, sent: np.dtype) -> bool:
+    """Whether an array of `sent` feeds a signature input of DataType `expected`."""
+    expected_dtype = tf.dtypes.as_dtype(expected)
+    return sent == expected_dtype.as_numpy_dtype or (
+        expected_dtype == tf.string and sent.kind in "SUO"
+    )
 
 
 def _select_outputs(
