@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -524,7 +525,7 @@ def tensor_to_array(tensor: TensorProto) -> np.ndarray:
     shape = tuple(dim.size for dim in tensor.tensor_shape.dim)
     if any(size < 0 for size in shape):
         raise CodecError(f"tensor shape {_shape_text(shape)} has unknown dimensions")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if dtype == DT_STRING:
         if tensor.tensor_content:
             raise CodecError("DT_STRING tensors in tensor_content form are not supported")

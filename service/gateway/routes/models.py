@@ -153,21 +153,21 @@ async def list_models(request: Request) -> Response:
     return Response(await _plane(request).list_models(), media_type=JSON)
 
 
-router.add_api_route("", list_models, methods=["GET"], response_class=Response)
-for path in TARGET_PATHS:
-    parameters = {"parameters": _path_parameters(path)}
-    for suffix, handler, method, extra in (
-        ("", model_status, "GET", {}),
-        ("/metadata", model_metadata, "GET", {}),
-        (":predict", predict, "POST", PREDICT_BODY),
-        (":classify", classify, "POST", EXAMPLES_BODY),
-        (":regress", regress, "POST", EXAMPLES_BODY),
-        (":classify_images", classify_images, "POST", {}),
-    ):
+# Routes are matched in order: predict, the hot path, first.
+for suffix, handler, method, extra in (
+    (":predict", predict, "POST", PREDICT_BODY),
+    ("", model_status, "GET", {}),
+    ("/metadata", model_metadata, "GET", {}),
+    (":classify", classify, "POST", EXAMPLES_BODY),
+    (":regress", regress, "POST", EXAMPLES_BODY),
+    (":classify_images", classify_images, "POST", {}),
+):
+    for path in TARGET_PATHS:
         router.add_api_route(
             path + suffix,
             handler,
             methods=[method],
             response_class=Response,
-            openapi_extra={**parameters, **extra},
+            openapi_extra={"parameters": _path_parameters(path), **extra},
         )
+router.add_api_route("", list_models, methods=["GET"], response_class=Response)
