@@ -46,7 +46,9 @@ def throughput(epochs: int) -> None:
         # process (first graph builds, lazy imports) and a noisy neighbour hit neither alone.
         for way in ("pipeline", "bare", "bare", "pipeline"):
             keras.utils.set_random_seed(spec.training.seed)
-            model = build_model(spec.model, dataset.input_spec, head)
+            model = build_model(
+                spec.model, dataset.input_spec, head, training_features=splits.train.features
+            )
             training.compile_model(model, spec.optimizer, loss, head, xla=False)
             started = time.perf_counter()
             if way == "pipeline":

@@ -36,17 +36,14 @@ class DatasetError(ValueError):
 class InputSpec:
     """What a client sends: the signature input's name, per-example shape, dtype and value range.
 
-    Feature tables also carry each column's mean and standard deviation, token sequences and
-    texts their vocabulary size and sequence length: the model standardizes, maps ids or
-    tokenizes inside its graph. Texts have no value range.
+    Token sequences and texts also carry their vocabulary size and sequence length: the model
+    maps ids or tokenizes inside its graph. Texts have no value range.
     """
 
     name: Literal["image", "sequence", "features", "text"]
     shape: tuple[int, ...]
     dtype: str
     value_range: tuple[float, float] | None = None
-    feature_mean: tuple[float, ...] | None = None
-    feature_std: tuple[float, ...] | None = None
     vocabulary_size: int | None = None
     sequence_length: int | None = None
 
@@ -164,7 +161,6 @@ def table_dataset(
     features: np.ndarray, targets: np.ndarray, labels: list[str], task: Task
 ) -> Dataset:
     features = features.astype(np.float32)
-    std = features.std(axis=0)
     return Dataset(
         features=features,
         targets=targets.astype(np.int64 if task == "classification" else np.float32),
@@ -174,8 +170,6 @@ def table_dataset(
             features.shape[1:],
             "float32",
             (float(features.min()), float(features.max())),
-            feature_mean=tuple(float(v) for v in features.mean(axis=0)),
-            feature_std=tuple(float(v) if v > 0 else 1.0 for v in std),
         ),
         task=task,
         target_range=None

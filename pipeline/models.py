@@ -80,8 +80,9 @@ def build_model(
     augmentation: AugmentationSpec | None = None,
     training_features: np.ndarray | None = None,
 ) -> keras.Model:
-    """`training_features` is the training split: a text model learns its vocabulary from it, and
-    only from it, so that validation and test words stay as unknown to it as a client's are."""
+    """`training_features` is the training split: a text model learns its vocabulary from it, a
+    feature table model its columns' means and standard deviations, and only from it, so that
+    validation and test examples stay as unseen by the model as a client's are."""
     raw = keras.Input(shape=input_spec.shape, dtype=input_spec.dtype, name=input_spec.name)
     x = _from_raw_units(raw, input_spec, training_features)
     if input_spec.name == "image" and augmentation is not None:
@@ -101,10 +102,7 @@ def _from_raw_units(raw, input_spec: InputSpec, training_features: np.ndarray | 
     if input_spec.is_token_ids:
         return OutOfVocabulary(input_spec.vocabulary_size, name="known_ids")(raw)
     if input_spec.name == "features":
-        variance = [std**2 for std in input_spec.feature_std]
-        return layers.Normalization(
-            mean=list(input_spec.feature_mean), variance=variance, name="standardize"
-        )(raw)
+        return _standardizer(training_features)(raw)
     low, high = input_spec.value_range
     span = (high - low) or 1.0
     return layers.Rescaling(1.0 / span, offset=-low / span, name="scale_to_unit")(raw)
@@ -126,6 +124,20 @@ def _tokenizer(
     )
     tokenize.adapt(training_texts)
     return tokenize
+
+
+def _standardizer(training_rows: np.ndarray | None) -> layers.Normalization:
+    """Each column to zero mean and unit variance over the training rows. A column constant
+    there is only centred: dividing by its zero spread would blow up every other value."""
+    if training_rows is None:
+        raise ModelError(
+            "a feature table model standardizes with the training split's column statistics; "
+            "no training features were given"
+        )
+    mean = training_rows.mean(axis=0, dtype=np.float64)
+    variance = training_rows.var(axis=0, dtype=np.float64)
+    variance[variance == 0] = 1.0
+    return layers.Normalization(mean=mean.tolist(), variance=variance.tolist(), name="standardize")
 
 
 def _augment(x, spec: AugmentationSpec):

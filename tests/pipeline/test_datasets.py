@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.datasets import DatasetError, load_dataset, series_dataset
+from pipeline.datasets import Dataset, DatasetError, InputSpec, load_dataset, series_dataset
 from pipeline.devices import placed, plan_devices
-from pipeline.preprocess import Split, split_dataset, to_tf_dataset
+from pipeline.models import Head, build_model
+from pipeline.preprocess import Split, Splits, split_dataset, to_tf_dataset
 from pipeline.spec import (
     CsvSeriesDataset,
     CsvTableDataset,
     ImageFolderDataset,
     ImageListDataset,
+    MlpSpec,
     PackagedDataset,
     PreprocessingSpec,
     TrainingSpec,
@@ -126,13 +128,46 @@ def test_a_csv_table_for_classification_and_regression(tmp_path):
     kinds.write_text("a,b,kind\n1,2,x\n3,4,y\n5,6,x\n")
     classes = load_dataset(CsvTableDataset(name="csv-table", path=kinds, target="kind"))
     assert classes.labels == ["x", "y"] and classes.targets.tolist() == [0, 1, 0]
-    assert classes.input_spec.feature_mean == (3.0, 4.0)
+    assert (classes.input_spec.name, classes.input_spec.shape) == ("features", (2,))
 
     prices = tmp_path / "prices.csv"
     prices.write_text("a,b,price\n1,2,10.5\n3,4,20.0\n5,6,30.5\n")
     spec = CsvTableDataset(name="csv-table", path=prices, target="price", task="regression")
     dataset = load_dataset(spec)
     assert dataset.task == "regression" and dataset.target_range == (10.5, 30.5)
+
+
+def test_a_table_is_standardized_with_the_training_splits_statistics_alone(tmp_path):
+    path = tmp_path / "table.csv"
+
+    def table(sizes: np.ndarray) -> tuple[Dataset, Splits]:
+        rows = "".join(f"{size},7,{'xy'[row % 2]}\n" for row, size in enumerate(sizes))
+        path.write_text("size,flag,kind\n" + rows)
+        spec = CsvTableDataset(name="csv-table", path=path, target="kind")
+        dataset = load_dataset(spec)
+        return dataset, split_dataset(dataset, spec)
+
+    # The seeded split depends on the labels alone: with row numbers for sizes, it tells which
+    # rows it holds out; those then get sizes a thousand times the training rows'.
+    _, numbered = table(np.arange(200))
+    held_out = np.concatenate([numbered.validation.features, numbered.test.features])[:, 0]
+    sizes = np.random.default_rng(0).normal(10.0, 2.0, size=200)
+    sizes[held_out.astype(int)] *= 1000
+    dataset, splits = table(sizes)
+    assert splits.train.features[:, 0].max() < 100 < splits.test.features[:, 0].min()
+
+    model = build_model(
+        MlpSpec(architecture="mlp", units=[4]),
+        dataset.input_spec,
+        Head(num_classes=2),
+        training_features=splits.train.features,
+    )
+    standardize = model.get_layer("standardize")
+    train = np.asarray(standardize(splits.train.features), np.float64)
+    np.testing.assert_allclose(train[:, 0].mean(), 0.0, atol=1e-4)
+    np.testing.assert_allclose(train[:, 0].std(), 1.0, atol=1e-4)
+    # `flag` is 7 in every training row: centred, not divided by its zero spread.
+    np.testing.assert_allclose(standardize(np.array([[10.0, 9.0]], "float32"))[0, 1], 2.0)
 
 
 def test_a_csv_table_with_text_features_or_no_such_target_is_an_error(tmp_path):
@@ -202,14 +237,15 @@ def test_devices_are_planned_from_what_is_present():
 
 
 def test_mixed_precision_computes_in_float16_with_float32_outputs_and_is_undone_after():
-    from pipeline.datasets import InputSpec
-    from pipeline.models import Head, build_model
-    from pipeline.spec import MlpSpec
-
     plan = plan_devices(TrainingSpec(epochs=1, mixed_precision=True), gpus=1)
-    table = InputSpec("features", (2,), "float32", (0, 1), (0.0, 0.0), (1.0, 1.0))
+    table = InputSpec("features", (2,), "float32", (0, 1))
     with placed(plan):
-        model = build_model(MlpSpec(architecture="mlp", units=[4]), table, Head(num_classes=2))
+        model = build_model(
+            MlpSpec(architecture="mlp", units=[4]),
+            table,
+            Head(num_classes=2),
+            training_features=np.array([[0, 0], [1, 1]], "float32"),
+        )
     assert model.get_layer("dense1").compute_dtype == "float16"
     assert model.get_layer("probabilities").compute_dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"

@@ -15,9 +15,10 @@ IMAGE = InputSpec("image", (8, 8, 1), "float32", (0.0, 16.0))
 COLOUR = InputSpec("image", (32, 32, 3), "uint8", (0.0, 255.0))
 SERIES = InputSpec("sequence", (12, 1), "float32", (0.0, 200.0))
 TOKENS = InputSpec("sequence", (20,), "int32", (0.0, 500.0), vocabulary_size=100)
-TABLE = InputSpec(
-    "features", (4,), "float32", (0.0, 8.0), feature_mean=(1, 2, 3, 4), feature_std=(1, 2, 1, 2)
-)
+TABLE = InputSpec("features", (4,), "float32", (0.0, 8.0))
+# The training rows a table model standardizes with: column means 1, 2, 3, 4 and deviations
+# 1, 2, 1, 2.
+TABLE_ROWS = np.array([[0, 0, 2, 2], [2, 4, 4, 6]], "float32")
 CLASSES = Head(num_classes=3)
 FORECAST = Head(target_range=(0.0, 200.0))
 
@@ -43,13 +44,20 @@ def model_spec(document: dict) -> ModelSpec:
     return TypeAdapter(ModelSpec).validate_python(document)
 
 
+def training_rows(input_spec: InputSpec) -> np.ndarray | None:
+    """What the flow passes as the training split's features where the model learns from them."""
+    return TABLE_ROWS if input_spec is TABLE else None
+
+
 @pytest.mark.parametrize(
     ("document", "input_spec", "head"),
     CATALOG,
     ids=[f"{d['architecture']}-{i.name}-{h.output_name}" for d, i, h in CATALOG],
 )
 def test_every_catalog_model_builds_for_its_input_and_names_its_output(document, input_spec, head):
-    model = build_model(model_spec(document), input_spec, head)
+    model = build_model(
+        model_spec(document), input_spec, head, training_features=training_rows(input_spec)
+    )
     assert model.inputs[0].name == input_spec.name
     assert model.layers[-1].name == head.output_name
     raw = np.ones((2, *input_spec.shape), dtype=input_spec.dtype)
@@ -73,7 +81,7 @@ def test_recurrent_layers_hand_sequences_on_except_the_last():
 
 def test_regularization_dropout_and_batch_norm_end_up_in_the_model():
     document = {"architecture": "mlp", "units": [8], "l2": 0.01, "dropout": 0.5, "batch_norm": True}
-    model = build_model(model_spec(document), TABLE, CLASSES)
+    model = build_model(model_spec(document), TABLE, CLASSES, training_features=TABLE_ROWS)
     kinds = {type(layer).__name__ for layer in model.layers}
     assert {"Dropout", "BatchNormalization", "Normalization"} <= kinds
     assert len(model.losses) == 1  # the L2 penalty of the hidden layer
@@ -92,9 +100,14 @@ def test_augmentation_changes_images_in_training_only():
 
 def test_raw_units_are_scaled_inside_the_model():
     spec = model_spec({"architecture": "mlp", "units": [4]})
-    model = build_model(spec, TABLE, CLASSES)
+    model = build_model(spec, TABLE, CLASSES, training_features=TABLE_ROWS)
     standardized = model.get_layer("standardize")(np.array([[1.0, 4.0, 3.0, 8.0]], "float32"))
     np.testing.assert_allclose(standardized, [[0.0, 1.0, 0.0, 2.0]], atol=1e-6)
+
+
+def test_a_table_model_without_training_features_is_an_error():
+    with pytest.raises(ModelError, match="standardizes with the training split's column"):
+        build_model(model_spec({"architecture": "mlp", "units": [4]}), TABLE, CLASSES)
 
 
 def test_token_ids_outside_the_vocabulary_become_the_out_of_vocabulary_id():
@@ -116,7 +129,9 @@ def test_token_ids_outside_the_vocabulary_become_the_out_of_vocabulary_id():
 )
 def test_a_model_that_cannot_take_the_input_is_an_error_naming_both(document, input_spec, message):
     with pytest.raises(ModelError, match=message):
-        build_model(model_spec(document), input_spec, CLASSES)
+        build_model(
+            model_spec(document), input_spec, CLASSES, training_features=training_rows(input_spec)
+        )
 
 
 def test_a_users_own_model_gets_the_scaled_input_and_nnserves_head(tmp_path, monkeypatch):
@@ -128,7 +143,10 @@ def test_a_users_own_model_gets_the_scaled_input_and_nnserves_head(tmp_path, mon
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     model = build_model(
-        model_spec({"architecture": "custom", "function": "my_models:tiny"}), TABLE, CLASSES
+        model_spec({"architecture": "custom", "function": "my_models:tiny"}),
+        TABLE,
+        CLASSES,
+        training_features=TABLE_ROWS,
     )
     assert model.layers[-1].name == "probabilities"
     assert model(np.ones((1, 4), "float32")).shape == (1, 3)
