@@ -20,21 +20,22 @@ RUN /opt/nnserve/bin/pip install ".[pipeline,kubernetes]"
 FROM tensorflow/tensorflow:${TENSORFLOW_TAG}
 RUN groupadd --system --gid 10001 nnserve \
     && useradd --system --uid 10001 --gid nnserve --no-create-home --shell /usr/sbin/nologin nnserve \
-    && mkdir -p /models /runs \
-    && chown nnserve:nnserve /models /runs
+    && mkdir -p /models /runs /datasets \
+    && chown nnserve:nnserve /models /runs /datasets
 COPY --from=build /opt/nnserve /opt/nnserve
 WORKDIR /opt/nnserve/app
 # The specs sit where the README's commands expect them: `nnserve train pipeline/specs/NAME.yaml`.
 COPY pipeline/specs ./pipeline/specs
 COPY docker/tfserving_config.py ./tfserving_config.py
-# Every path the processes write to is under /models, /runs or /tmp, so the root filesystem can be
-# mounted read-only.
+# Every path the processes write to is under /models, /runs, /datasets (downloaded dataset files)
+# or /tmp, so the root filesystem can be mounted read-only.
 ENV PATH=/opt/nnserve/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     NNSERVE_MODEL_REPO=/models \
     NNSERVE_RUNS_DIR=/runs \
+    NNSERVE_DATA_DIR=/datasets \
     HOME=/tmp \
     PREFECT_HOME=/tmp/prefect \
     KERAS_HOME=/tmp/keras \

@@ -64,8 +64,8 @@ def test_only_the_gateway_and_prefect_ui_are_published(compose):
     assert on_serving == {"tfserving", "gateway"}
 
 
-def test_named_volumes_hold_models_runs_and_the_database(compose):
-    assert set(compose["volumes"]) == {"models", "runs", "prefect-db"}
+def test_named_volumes_hold_models_runs_datasets_and_the_database(compose):
+    assert set(compose["volumes"]) == {"models", "runs", "datasets", "prefect-db"}
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]

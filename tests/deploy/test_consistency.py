@@ -26,7 +26,7 @@ from service.cli import _parser
 from service.settings import Settings
 
 GRPC_PORT, GATEWAY_PORT, PREFECT_PORT = 8500, 8000, 4200
-MODEL_REPO, RUNS_DIR = "/models", "/runs"
+MODEL_REPO, RUNS_DIR, DATA_DIR = "/models", "/runs", "/datasets"
 DEMO_SPEC = "pipeline/specs/digits-cnn.yaml"
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 
@@ -234,6 +234,30 @@ def test_model_repository_path(compose, objects):
                 assert mounted.get(MODEL_REPO) == "models", f"{overlay} {container['name']}"
             if "NNSERVE_RUNS_DIR" in env:
                 assert mounted.get(RUNS_DIR) == "runs", f"{overlay} {container['name']}"
+
+
+def test_downloaded_datasets_go_to_a_writable_volume(compose, objects):
+    """The root filesystems are read-only, so wherever training runs, NNSERVE_DATA_DIR is a
+    volume: a named one in compose, kept across runs; an emptyDir per Kubernetes training pod."""
+    assert dockerfile_env(DOCKER_DIR / "trainer.Dockerfile")["NNSERVE_DATA_DIR"] == DATA_DIR
+    for name, service in compose["services"].items():
+        if service["image"].startswith("nnserve-trainer"):
+            mounts = {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes", [])}
+            assert service["environment"].get("NNSERVE_DATA_DIR") == DATA_DIR, name
+            assert mounts.get(DATA_DIR) == "datasets", name
+    for overlay, objs in objects.items():
+        training = set()
+        for pod, container in containers(objs):
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            if RUNS_DIR not in mounts:
+                continue
+            where = f"{overlay} {container['name']}"
+            training.add(container["name"])
+            # Where the manifest does not set it, the trainer image's value holds.
+            assert env_of(container).get("NNSERVE_DATA_DIR", DATA_DIR) == DATA_DIR, where
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            assert "emptyDir" in volumes.get(mounts.get(DATA_DIR), {}), f"{where}: {mounts}"
+        assert training == {"train", "prefect-job"}, overlay
 
 
 def test_gateway_reads_the_config_tfserving_serves(compose, objects):
