@@ -1,5 +1,7 @@
 """Run the gateway under uvicorn on a socket bound up front: a taken port is a clear error."""
 
+import gc
+
 import uvicorn
 
 from service.gateway.app import create_app
@@ -18,4 +20,13 @@ def serve(host: str, port: int) -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+    _tune_garbage_collector()
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _tune_garbage_collector() -> None:
+    """Measured with bench/gateway.py's load: full collections walked every object the imports
+    made and paused requests for tens of ms (p99 70 ms -> 30 ms once frozen), and a young
+    collection every 700 allocations cost about 0.2 ms of CPU per predict."""
+    gc.freeze()  # what exists now lives as long as the process
+    gc.set_threshold(20_000, 50, 100)
