@@ -6,10 +6,12 @@ front of it, then sends the same digits predict request at each concurrency:
   - gateway: HTTP JSON through `nnserve gateway`,
   - naive:   HTTP JSON through the tutorial-style gateway (TensorFlow in the process);
 HTTP load comes from Debian's wrk (C), so the load generator is not what is measured.
+"client CPU ms/request" is the CPU time of the process that calls the model server (the direct
+client, the gateway or the naive gateway; wrk itself is not counted) per request answered.
 It also measures the gateway's start-up (process start to the first /healthz answer; this is
 interpreter, imports and app start-up together) and its resident memory.
 
-    python bench/gateway.py --model-base-path models/digits-cnn [--seconds 5]
+    python bench/gateway.py --model-base-path models/digits-cnn [--seconds 5] [--placement split]
 
 Targets (issue #4): at concurrency 16 the gateway keeps >= 0.85 of direct's requests/s and adds
 <= 1 ms at p50; start-up <= 1.5 s; resident memory after start-up <= 150 MB.
@@ -48,13 +50,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+def start(
+    args: list[str], env: dict[str, str] | None = None, cpus: set[int] | None = None
+) -> subprocess.Popen:
+    """A child process, on `cpus` when given (else on the CPUs this process may use)."""
     return subprocess.Popen(
         args,
         cwd=REPO_ROOT,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
 
 
@@ -71,6 +77,16 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 180) -> float
             pass
         time.sleep(0.01)
     raise SystemExit(f"{url} did not answer within {timeout} s")
+
+
+def placement(kind: str) -> tuple[set[int] | None, set[int] | None]:
+    """The CPUs of the model server and of everything else; None means all of this process's."""
+    if kind == "shared":
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--placement split needs at least two CPUs")
+    return {cpus[0]}, set(cpus[1:])
 
 
 def rss_mb(pid: int) -> float:
@@ -152,25 +168,57 @@ async def direct_load(grpc_address: str, body: bytes, concurrency: int, seconds:
         return summary(await run_load(call, concurrency, seconds), seconds)
 
 
-def measure(grpc_address: str, urls: dict[str, str], body_file: Path, seconds: float) -> dict:
+async def wait_for_model(
+    grpc_address: str, body: bytes, process: subprocess.Popen, timeout: float = 300
+) -> None:
+    """Until the model server answers a predict (it listens before its model has loaded)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args} exited with {process.returncode}")
+        try:
+            await direct_load(grpc_address, body, 1, 0.1)
+            return
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"the model server at {grpc_address} did not answer within {timeout} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    grpc_address: str, urls: dict[str, str], body_file: Path, seconds: float, pids: dict[str, int]
+) -> dict:
+    """Each client at each concurrency, with the CPU ms per request of the process in front of
+    the model server (the direct client is this process; wrk is not counted) and of the server."""
     body = body_file.read_bytes()
     results: dict = {}
     for concurrency in CONCURRENCY:
-        results[("direct", concurrency)] = asyncio.run(
-            direct_load(grpc_address, body, concurrency, seconds)
-        )
-        for name, url in urls.items():
-            results[(name, concurrency)] = wrk(url, body_file, concurrency, seconds)
         for name in ("direct", *urls):
-            print(f"  c={concurrency:<3} {name:<8} {results[(name, concurrency)]}", flush=True)
+            front, server = pids[name], pids["model server"]
+            before = cpu_seconds(front), cpu_seconds(server)
+            if name == "direct":
+                row = asyncio.run(direct_load(grpc_address, body, concurrency, seconds))
+            else:
+                row = wrk(urls[name], body_file, concurrency, seconds)
+            # The warm-up second is inside the CPU time, so it counts its requests too.
+            requests = row["rps"] * (seconds + 1)
+            row["front_cpu_ms"] = (cpu_seconds(front) - before[0]) * 1000 / requests
+            row["server_cpu_ms"] = (cpu_seconds(server) - before[1]) * 1000 / requests
+            results[(name, concurrency)] = row
+            print(f"  c={concurrency:<3} {name:<8} {row}", flush=True)
     return results
 
 
 def report(results: dict, startup: list[float], rss: tuple[float, float]) -> str:
     lines = [
         "| concurrency | client | requests/s | p50 ms | p99 ms | requests/s vs direct "
-        "| p50 vs direct |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| p50 vs direct | client CPU ms/request | model server CPU ms/request |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for concurrency in CONCURRENCY:
         direct = results[("direct", concurrency)]
@@ -180,7 +228,8 @@ def report(results: dict, startup: list[float], rss: tuple[float, float]) -> str
             added = row["p50_ms"] - direct["p50_ms"]
             lines.append(
                 f"| {concurrency} | {name} | {row['rps']:.0f} | {row['p50_ms']:.2f} | "
-                f"{row['p99_ms']:.2f} | {ratio:.2f} | {added:+.2f} ms |"
+                f"{row['p99_ms']:.2f} | {ratio:.2f} | {added:+.2f} ms | "
+                f"{row['front_cpu_ms']:.2f} | {row['server_cpu_ms']:.2f} |"
             )
     lines.append("")
     lines.append(
@@ -198,6 +247,13 @@ def main() -> None:
     parser.add_argument("--model-base-path", type=Path, default=Path("models") / MODEL)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--startup-runs", type=int, default=5)
+    parser.add_argument(
+        "--placement",
+        choices=("shared", "split"),
+        default="shared",
+        help="shared: every process on every CPU; split: the model server alone on the first "
+        "CPU, clients and gateways on the others (as when the server has a machine of its own)",
+    )
     args = parser.parse_args()
     base = args.model_base_path.resolve()
     examples = sorted(base.glob("*/assets.extra/example_request.json"))
@@ -206,14 +262,19 @@ def main() -> None:
     example = examples[-1]
 
     grpc_port, gateway_port, naive_port = free_port(), free_port(), free_port()
+    server_cpus, client_cpus = placement(args.placement)
     nnserve = [sys.executable, "-m", "service.cli"]
     server = start(
         [*nnserve, "model-server", "--host", "127.0.0.1", f"--port={grpc_port}",
-         f"--model_name={MODEL}", f"--model_base_path={base}"]
+         f"--model_name={MODEL}", f"--model_base_path={base}"],
+        cpus=server_cpus,
     )  # fmt: skip
     backend = {"NNSERVE_TFSERVING_ADDR": f"127.0.0.1:{grpc_port}", "NNSERVE_LOG_LEVEL": "WARNING"}
     processes = [server]
     try:
+        # Start-up is measured once the model server has loaded (while TensorFlow imports, it
+        # takes a whole core, which is not the gateway's cost) and before any pinning.
+        asyncio.run(wait_for_model(f"127.0.0.1:{grpc_port}", example.read_bytes(), server))
         startup = []
         for _ in range(args.startup_runs):
             port = free_port()
@@ -221,6 +282,8 @@ def main() -> None:
             startup.append(wait_for(f"http://127.0.0.1:{port}/healthz", probe))
             probe.terminate()
             probe.wait(30)
+        if client_cpus:
+            os.sched_setaffinity(0, client_cpus)  # wrk and the gateways inherit it
         gateway = start([*nnserve, "gateway", "--port", str(gateway_port)], backend)
         naive = start(
             [sys.executable, str(REPO_ROOT / "bench" / "naive_gateway.py"), str(naive_port),
@@ -236,7 +299,13 @@ def main() -> None:
             "gateway": f"{gateway_url}/v1/models/{MODEL}:predict",
             "naive": f"http://127.0.0.1:{naive_port}/v1/models/{MODEL}:predict",
         }
-        results = measure(f"127.0.0.1:{grpc_port}", urls, example, args.seconds)
+        pids = {
+            "direct": os.getpid(),
+            "gateway": gateway.pid,
+            "naive": naive.pid,
+            "model server": server.pid,
+        }
+        results = measure(f"127.0.0.1:{grpc_port}", urls, example, args.seconds, pids)
         print()
         print(report(results, startup, (rss_after_startup, rss_mb(gateway.pid))))
     finally:

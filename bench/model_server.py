@@ -7,9 +7,14 @@ Run by hand (not in the test suite), from the repository root:
 For concurrency 1, 8 and 32 it drives a server with batching off and one with batching on, each
 a real subprocess on 127.0.0.1, and reports requests/s, p50 and p99 beside the in-process
 SavedModel call (the ceiling). Each request carries one 8x8 image, as a single client would send.
+"CPU ms per request" is the serving process's CPU time (all threads) over the requests answered:
+the in-process rows count this process, the server rows the server's.
 """
 
 import argparse
+import functools
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -89,17 +94,35 @@ def serve(model_base_path: Path, batching_file: Path | None) -> tuple[subprocess
     return process, address
 
 
-def bench_server(address: str, seconds: float) -> dict[int, tuple[float, list[float]]]:
+Cell = tuple[float, list[float], float]  # requests/s, latencies (s), CPU ms per request
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User plus system CPU time of a process (this one by default), all its threads."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(measure, pid: int | None = None) -> Cell:
+    """`measure()` -> (requests/s, latencies), plus the CPU ms per request `pid` spent on it."""
+    before = cpu_seconds(pid)
+    rate, latencies = measure()
+    return rate, latencies, (cpu_seconds(pid) - before) * 1000 / len(latencies)
+
+
+def bench_server(address: str, pid: int, seconds: float) -> dict[int, Cell]:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "digits"
     request.inputs["image"].CopyFrom(tf.make_tensor_proto(image()))
-    results = {}
     with grpc.insecure_channel(address) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        drive(lambda: stub.Predict(request), 4, 1.0)  # warm the connection and the graph
-        for concurrency in CONCURRENCY:
-            results[concurrency] = drive(lambda: stub.Predict(request), concurrency, seconds)
-    return results
+        call = functools.partial(
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict, request
+        )
+        drive(call, 4, 1.0)  # warm the connection and the graph
+        return {c: with_cpu(functools.partial(drive, call, c, seconds), pid) for c in CONCURRENCY}
 
 
 def main() -> None:
@@ -113,7 +136,8 @@ def main() -> None:
     servable = SavedModelServable(latest)
     inputs = {"image": image()}
     servable.run("", inputs)
-    in_process = {c: drive(lambda: servable.run("", inputs), c, args.seconds) for c in CONCURRENCY}
+    call = functools.partial(servable.run, "", inputs)
+    in_process = {c: with_cpu(functools.partial(drive, call, c, args.seconds)) for c in CONCURRENCY}
 
     rows = {"in-process SavedModel call": in_process}
     with tempfile.TemporaryDirectory() as scratch:
@@ -125,19 +149,19 @@ def main() -> None:
         ):
             process, address = serve(base, batching)
             try:
-                rows[label] = bench_server(address, args.seconds)
+                rows[label] = bench_server(address, process.pid, args.seconds)
             finally:
                 process.terminate()
                 process.wait(60)
 
-    print(f"digits CNN version {latest.name}, {args.seconds:.0f} s per cell, one image per request")
-    print("| path | concurrency | requests/s | p50 ms | p99 ms |")
-    print("| --- | --- | --- | --- | --- |")
+    print(f"{base.name} version {latest.name}, {args.seconds:g} s per cell, one image per request")
+    print("| path | concurrency | requests/s | p50 ms | p99 ms | CPU ms per request |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for label, results in rows.items():
-        for concurrency, (rate, latencies) in results.items():
+        for concurrency, (rate, latencies, cpu_ms) in results.items():
             print(
                 f"| {label} | {concurrency} | {rate:.0f} | {percentile(latencies, 50):.2f} | "
-                f"{percentile(latencies, 99):.2f} |"
+                f"{percentile(latencies, 99):.2f} | {cpu_ms:.2f} |"
             )
     off, on = rows["model server, batching off"], rows["model server, batching on"]
     print(f"\nbatching on / off at concurrency 32: {on[32][0] / off[32][0]:.2f}x requests/s")
