@@ -1,5 +1,6 @@
 """Helpers the tests share: free ports, bounded waits, and `nnserve` run as a real subprocess."""
 
+import contextlib
 import os
 import queue
 import socket
@@ -7,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -60,6 +61,28 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait()
+
+
+@contextlib.contextmanager
+def model_server_and_gateway(
+    *server_flags: str, gateway_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen, subprocess.Popen]]:
+    """`nnserve model-server FLAGS` on a free port and `nnserve gateway` in front of it: yields
+    the gateway's URL and both processes, and stops both at the end (their exit statuses are
+    then in `returncode`)."""
+    grpc_port, http_port = free_port(), free_port()
+    server = nnserve("model-server", "--host=127.0.0.1", f"--port={grpc_port}", *server_flags)
+    gateway = nnserve(
+        "gateway",
+        "--port",
+        str(http_port),
+        env={"NNSERVE_TFSERVING_ADDR": f"127.0.0.1:{grpc_port}", **(gateway_env or {})},
+    )
+    try:
+        yield f"http://127.0.0.1:{http_port}", server, gateway
+    finally:
+        stop(gateway)
+        stop(server)
 
 
 def read_until(process: subprocess.Popen, marker: str, timeout: float = 300) -> str:

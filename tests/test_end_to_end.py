@@ -11,6 +11,7 @@ from support import (
     DIGITS_SPEC,
     free_port,
     is_available,
+    model_server_and_gateway,
     nnserve,
     read_until,
     stop,
@@ -27,23 +28,9 @@ HELD_OUT = 50
 
 @pytest.fixture(scope="module")
 def gateway_url(trained_digits):
-    grpc_port, http_port = free_port(), free_port()
-    model_server = nnserve(
-        "model-server",
-        "--host",
-        "127.0.0.1",
-        f"--port={grpc_port}",
-        "--model_name=digits-cnn",
-        f"--model_base_path={trained_digits.version_dir.parent}",
-    )
-    gateway = nnserve(
-        "gateway",
-        "--port",
-        str(http_port),
-        env={"NNSERVE_TFSERVING_ADDR": f"127.0.0.1:{grpc_port}"},
-    )
-    url = f"http://127.0.0.1:{http_port}"
-    try:
+    with model_server_and_gateway(
+        "--model_name=digits-cnn", f"--model_base_path={trained_digits.version_dir.parent}"
+    ) as (url, model_server, gateway):
         wait_until(
             lambda: is_available(f"{url}/v1/models/digits-cnn"),
             120,
@@ -51,11 +38,9 @@ def gateway_url(trained_digits):
             process=model_server,
         )
         yield url
-    finally:
-        exits = stop(gateway), stop(model_server)
     # uvicorn re-raises SIGTERM once its graceful shutdown is done, so the exit says why.
-    assert exits[0] in (0, -signal.SIGTERM)
-    assert exits[1] == 0
+    assert gateway.returncode in (0, -signal.SIGTERM)
+    assert model_server.returncode == 0
 
 
 def test_held_out_digits_through_the_gateway_match_the_keras_model(trained_digits, gateway_url):

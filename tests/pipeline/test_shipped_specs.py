@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import free_port, nnserve, stop, wait_until
+from support import model_server_and_gateway, wait_until
 
 from pipeline import reports, training
 from pipeline.datasets import load_dataset
@@ -224,21 +224,9 @@ def test_every_published_model_is_served_over_http(ci_runs, tmp_path):
         for name, (result, _) in runs.items()
     )
     config.write_text("model_config_list {\n" + entries + "}\n")
-    grpc_port, http_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{http_port}"
-    server = nnserve(
-        "model-server", "--host=127.0.0.1", f"--port={grpc_port}", f"--model_config_file={config}"
-    )
-    gateway = nnserve(
-        "gateway",
-        "--port",
-        str(http_port),
-        env={
-            "NNSERVE_TFSERVING_ADDR": f"127.0.0.1:{grpc_port}",
-            "NNSERVE_MODEL_CONFIG_FILE": str(config),
-        },
-    )
-    try:
+    with model_server_and_gateway(
+        f"--model_config_file={config}", gateway_env={"NNSERVE_MODEL_CONFIG_FILE": str(config)}
+    ) as (url, server, _):
         wait_until(lambda: _ready(url), 300, "every model AVAILABLE", server)
         for name, (result, spec) in runs.items():
             assets = result.version_dir / "assets.extra"
@@ -256,6 +244,3 @@ def test_every_published_model_is_served_over_http(ci_runs, tmp_path):
                 assert answer["class_id"] == int(np.argmax(expected))
             else:  # a regressor's single output: TF Serving's row format gives the bare value
                 assert answer == pytest.approx(float(expected), rel=1e-5, abs=1e-4)
-    finally:
-        stop(gateway)
-        stop(server)

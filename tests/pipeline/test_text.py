@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from pydantic import TypeAdapter
-from support import free_port, is_available, nnserve, stop, wait_until
+from support import is_available, model_server_and_gateway, wait_until
 
 from pipeline import training
 from pipeline.datasets import DatasetError, InputSpec, load_dataset
@@ -199,22 +199,9 @@ def test_the_vocabulary_is_learnt_from_the_training_split_only(text_runs):
 def test_a_text_model_is_served_over_http_from_raw_strings(text_runs):
     result, spec = text_runs("conv1d")
     name = spec.name
-    grpc_port, http_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{http_port}"
-    server = nnserve(
-        "model-server",
-        "--host=127.0.0.1",
-        f"--port={grpc_port}",
-        f"--model_name={name}",
-        f"--model_base_path={result.version_dir.parent}",
-    )
-    gateway = nnserve(
-        "gateway",
-        "--port",
-        str(http_port),
-        env={"NNSERVE_TFSERVING_ADDR": f"127.0.0.1:{grpc_port}"},
-    )
-    try:
+    with model_server_and_gateway(
+        f"--model_name={name}", f"--model_base_path={result.version_dir.parent}"
+    ) as (url, server, _):
         wait_until(
             lambda: is_available(f"{url}/v1/models/{name}"), 120, f"{name} AVAILABLE", server
         )
@@ -229,9 +216,6 @@ def test_a_text_model_is_served_over_http_from_raw_strings(text_runs):
         from_client = httpx.post(
             f"{url}/v1/models/{name}:predict", json={"instances": texts}, timeout=30
         )
-    finally:
-        stop(gateway)
-        stop(server)
 
     model = keras.saving.load_model(result.run_dir / "model.keras")
     for response, sent in ((from_file, json.loads(body)["instances"]), (from_client, texts)):
