@@ -28,8 +28,7 @@ def throughput(epochs: int) -> None:
 
     from pipeline import training
     from pipeline.datasets import load_dataset
-    from pipeline.flow import head_of
-    from pipeline.models import build_model
+    from pipeline.flow import head_of, model_for
     from pipeline.preprocess import split_dataset
     from pipeline.spec import load_spec
 
@@ -46,9 +45,7 @@ def throughput(epochs: int) -> None:
         # process (first graph builds, lazy imports) and a noisy neighbour hit neither alone.
         for way in ("pipeline", "bare", "bare", "pipeline"):
             keras.utils.set_random_seed(spec.training.seed)
-            model = build_model(
-                spec.model, dataset.input_spec, head, training_features=splits.train.features
-            )
+            model = model_for(spec, dataset, splits)
             training.compile_model(model, spec.optimizer, loss, head, xla=False)
             started = time.perf_counter()
             if way == "pipeline":

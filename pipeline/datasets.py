@@ -36,6 +36,9 @@ class DatasetError(ValueError):
 class InputSpec:
     """What a client sends: the signature input's name, per-example shape, dtype and value range.
 
+    The value range tells clients what raw values look like: for images the pixel format's,
+    which the model scales by; otherwise the whole dataset's, which the model does not use (it
+    learns any scaling from the training split alone, so held-out values stay unseen).
     Token sequences and texts also carry their vocabulary size and sequence length: the model
     maps ids or tokenizes inside its graph. Texts have no value range.
     """
@@ -88,7 +91,6 @@ class Dataset:
     task: Task = "classification"
     # Time series keep their order: validation and test are the latest windows.
     ordered: bool = False
-    target_range: tuple[float, float] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -172,9 +174,6 @@ def table_dataset(
             (float(features.min()), float(features.max())),
         ),
         task=task,
-        target_range=None
-        if task == "classification"
-        else (float(targets.min()), float(targets.max())),
     )
 
 
@@ -198,7 +197,6 @@ def series_dataset(values: np.ndarray, window: int, horizon: int) -> Dataset:
         input_spec=InputSpec("sequence", (window, 1), "float32", value_range),
         task="regression",
         ordered=True,
-        target_range=value_range,
     )
 
 

@@ -47,6 +47,19 @@ def head_of(spec: Spec, dataset: Dataset) -> Head:
     return Head.for_dataset(dataset, from_logits)
 
 
+def model_for(spec: Spec, dataset: Dataset, splits: Splits) -> keras.Model:
+    """The spec's model, untrained. What it learns before training (vocabulary, scaling, the
+    target range) comes from the training split alone."""
+    return build_model(
+        spec.model,
+        dataset.input_spec,
+        head_of(spec, dataset),
+        spec.preprocessing.augmentation,
+        training_features=splits.train.features,
+        training_targets=splits.train.targets,
+    )
+
+
 # Arrays and Keras models pass between tasks in memory; hashing them for a cache key is waste.
 @task(cache_policy=NO_CACHE)
 def load(spec: Spec) -> Dataset:
@@ -69,13 +82,7 @@ def train(spec: Spec, dataset: Dataset, splits: Splits, run_dir: Path, progress:
         logger.info("resuming %s from its checkpoint after epoch %d", run_dir, resumed_from)
     head = head_of(spec, dataset)
     with placed(plan):
-        model = build_model(
-            spec.model,
-            dataset.input_spec,
-            head,
-            spec.preprocessing.augmentation,
-            training_features=splits.train.features,
-        )
+        model = model_for(spec, dataset, splits)
         loss = training.loss_spec(spec.training, head)
         training.compile_model(model, spec.optimizer, loss, head, plan.xla)
         history = training.fit(

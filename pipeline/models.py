@@ -33,10 +33,10 @@ class ModelError(ValueError):
 
 @dataclass(frozen=True)
 class Head:
-    """What the model predicts: classes (probabilities or logits) or one value in target units."""
+    """What the model predicts: classes (probabilities or logits) or one value in target units
+    (a regressor: no classes)."""
 
     num_classes: int = 0
-    target_range: tuple[float, float] | None = None
     from_logits: bool = False
 
     @property
@@ -53,7 +53,7 @@ class Head:
     def for_dataset(cls, dataset: Dataset, from_logits: bool = False) -> "Head":
         if dataset.task == "classification":
             return cls(num_classes=dataset.num_classes, from_logits=from_logits)
-        return cls(target_range=dataset.target_range)
+        return cls()
 
 
 @keras.saving.register_keras_serializable(package="nnserve")
@@ -79,17 +79,19 @@ def build_model(
     head: Head,
     augmentation: AugmentationSpec | None = None,
     training_features: np.ndarray | None = None,
+    training_targets: np.ndarray | None = None,
 ) -> keras.Model:
-    """`training_features` is the training split: a text model learns its vocabulary from it, a
-    feature table model its columns' means and standard deviations, and only from it, so that
-    validation and test examples stay as unseen by the model as a client's are."""
+    """`training_features` and `training_targets` are the training split: a text model learns its
+    vocabulary from it, a feature table model its columns' means and standard deviations, a
+    series model the range of its values, a regressor the range of its targets, and only from
+    it, so that validation and test examples stay as unseen by the model as a client's are."""
     raw = keras.Input(shape=input_spec.shape, dtype=input_spec.dtype, name=input_spec.name)
     x = _from_raw_units(raw, input_spec, training_features)
     if input_spec.name == "image" and augmentation is not None:
         x = _augment(x, augmentation)
     body = _BODIES[spec.architecture]
     x = body(spec, x, input_spec)
-    outputs = _head(x, head)
+    outputs = _head(x, head, training_targets)
     return keras.Model(raw, outputs, name=spec.architecture.replace("-", "_"))
 
 
@@ -103,7 +105,16 @@ def _from_raw_units(raw, input_spec: InputSpec, training_features: np.ndarray | 
         return OutOfVocabulary(input_spec.vocabulary_size, name="known_ids")(raw)
     if input_spec.name == "features":
         return _standardizer(training_features)(raw)
-    low, high = input_spec.value_range
+    if input_spec.name == "sequence":
+        low, high = _training_range(
+            training_features,
+            "a series model scales its input to 0..1 of the training split's values; "
+            "no training features were given",
+        )
+    else:
+        # An image's range is its pixel format's (0..255, or 0..16 for digits), the same for
+        # every split: no statistic of the data.
+        low, high = input_spec.value_range
     span = (high - low) or 1.0
     return layers.Rescaling(1.0 / span, offset=-low / span, name="scale_to_unit")(raw)
 
@@ -140,6 +151,12 @@ def _standardizer(training_rows: np.ndarray | None) -> layers.Normalization:
     return layers.Normalization(mean=mean.tolist(), variance=variance.tolist(), name="standardize")
 
 
+def _training_range(values: np.ndarray | None, missing: str) -> tuple[float, float]:
+    if values is None:
+        raise ModelError(missing)
+    return float(values.min()), float(values.max())
+
+
 def _augment(x, spec: AugmentationSpec):
     if spec.rotation:
         x = layers.RandomRotation(spec.rotation, fill_mode="constant", name="random_rotation")(x)
@@ -154,14 +171,18 @@ def _augment(x, spec: AugmentationSpec):
     return x
 
 
-def _head(x, head: Head):
+def _head(x, head: Head, training_targets: np.ndarray | None):
     if head.is_classifier:
         activation = None if head.from_logits else "softmax"
         return layers.Dense(
             head.num_classes, activation=activation, dtype="float32", name=head.output_name
         )(x)
-    low, high = head.target_range
-    # The network works in 0..1 of the training target's range; the head gives target units.
+    low, high = _training_range(
+        training_targets,
+        "a regressor predicts in 0..1 of the training split's target range; "
+        "no training targets were given",
+    )
+    # The network works in 0..1 of the training targets' range; the head gives target units.
     unit = layers.Dense(1, dtype="float32", name="unit_prediction")(x)
     return layers.Rescaling(high - low, offset=low, dtype="float32", name="prediction")(unit)
 

@@ -19,8 +19,12 @@ TABLE = InputSpec("features", (4,), "float32", (0.0, 8.0))
 # The training rows a table model standardizes with: column means 1, 2, 3, 4 and deviations
 # 1, 2, 1, 2.
 TABLE_ROWS = np.array([[0, 0, 2, 2], [2, 4, 4, 6]], "float32")
+# The training windows a series model scales by, and the training targets a regressor's output
+# range comes from.
+SERIES_WINDOWS = np.linspace(0.0, 200.0, 24, dtype="float32").reshape(2, 12, 1)
+FORECAST_TARGETS = np.array([10.0, 190.0], "float32")
 CLASSES = Head(num_classes=3)
-FORECAST = Head(target_range=(0.0, 200.0))
+FORECAST = Head()
 
 CATALOG = [
     ({"architecture": "mlp", "units": [8, 4]}, TABLE, CLASSES),
@@ -46,7 +50,11 @@ def model_spec(document: dict) -> ModelSpec:
 
 def training_rows(input_spec: InputSpec) -> np.ndarray | None:
     """What the flow passes as the training split's features where the model learns from them."""
-    return TABLE_ROWS if input_spec is TABLE else None
+    return {TABLE: TABLE_ROWS, SERIES: SERIES_WINDOWS}.get(input_spec)
+
+
+def training_targets(head: Head) -> np.ndarray | None:
+    return None if head.is_classifier else FORECAST_TARGETS
 
 
 @pytest.mark.parametrize(
@@ -56,7 +64,11 @@ def training_rows(input_spec: InputSpec) -> np.ndarray | None:
 )
 def test_every_catalog_model_builds_for_its_input_and_names_its_output(document, input_spec, head):
     model = build_model(
-        model_spec(document), input_spec, head, training_features=training_rows(input_spec)
+        model_spec(document),
+        input_spec,
+        head,
+        training_features=training_rows(input_spec),
+        training_targets=training_targets(head),
     )
     assert model.inputs[0].name == input_spec.name
     assert model.layers[-1].name == head.output_name
@@ -74,6 +86,8 @@ def test_recurrent_layers_hand_sequences_on_except_the_last():
         model_spec({"architecture": "rnn-stack", "cell": "lstm", "units": [8, 6, 4]}),
         SERIES,
         FORECAST,
+        training_features=SERIES_WINDOWS,
+        training_targets=FORECAST_TARGETS,
     )
     lstms = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
     assert [layer.return_sequences for layer in lstms] == [True, True, False]
@@ -105,9 +119,23 @@ def test_raw_units_are_scaled_inside_the_model():
     np.testing.assert_allclose(standardized, [[0.0, 1.0, 0.0, 2.0]], atol=1e-6)
 
 
-def test_a_table_model_without_training_features_is_an_error():
-    with pytest.raises(ModelError, match="standardizes with the training split's column"):
-        build_model(model_spec({"architecture": "mlp", "units": [4]}), TABLE, CLASSES)
+@pytest.mark.parametrize(
+    ("input_spec", "head", "features", "message"),
+    [
+        (TABLE, CLASSES, None, "standardizes with the training split's column statistics; no"),
+        (SERIES, FORECAST, None, "scales its input to 0..1 of the training split's values; no"),
+        (TABLE, FORECAST, TABLE_ROWS, "training split's target range; no training targets"),
+    ],
+    ids=["table-features", "series-features", "regressor-targets"],
+)
+def test_a_model_that_learns_from_the_training_split_needs_it(input_spec, head, features, message):
+    with pytest.raises(ModelError, match=message):
+        build_model(
+            model_spec({"architecture": "mlp", "units": [4]}),
+            input_spec,
+            head,
+            training_features=features,
+        )
 
 
 def test_token_ids_outside_the_vocabulary_become_the_out_of_vocabulary_id():
