@@ -1,6 +1,8 @@
 """Fetching dataset files: retries, resumed transfers, SHA-256 checks, and a cache that keeps only
-files that passed their check."""
+files that passed their check, shared safely by processes fetching at the same time."""
 
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import logging
@@ -9,6 +11,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,16 +109,48 @@ def fetch(source: str, remote: RemoteFile, cache_dir: Path, retries: int = 3) ->
 
     `source` is an http(s) base URL, a folder path or any fsspec URL (s3://, gs://, ...). An
     http transfer that breaks is resumed where it stopped when the server allows ranges.
+    Processes fetching the same file into one cache take turns (a lock file `<name>.lock` beside
+    it): the first downloads, the others wait and then find its verified copy.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / remote.name
-    if target.is_file():
-        if sha256_of(target) == remote.sha256:
+    # A verified copy is read without the lock, so a read-only cache that holds it still works.
+    if _is_verified(target, remote):
+        return target
+    with _locked(target):
+        if _is_verified(target, remote):  # fetched by the process that held the lock before
             return target
-        logger.warning("%s in the cache fails its checksum; downloading it again", target)
-        target.unlink()
-    url = source.rstrip("/") + "/" + remote.name
-    partial = cache_dir / f"{remote.name}.part"
+        if target.is_file():
+            logger.warning("%s in the cache fails its checksum; downloading it again", target)
+            target.unlink()
+        return _download(source.rstrip("/") + "/" + remote.name, remote, target, retries)
+
+
+def _is_verified(path: Path, remote: RemoteFile) -> bool:
+    try:
+        return sha256_of(path) == remote.sha256
+    except FileNotFoundError:  # not there, or a bad copy the lock holder removed meanwhile
+        return False
+
+
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """Holds the exclusive lock on `<target>.lock` across processes. The kernel releases it
+    when the holder exits, however it exits, so a killed fetch never blocks the next one; the
+    empty lock file stays, as removing it could let two processes hold two different locks."""
+    with open(target.with_name(f"{target.name}.lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for another process fetching %s", target)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _download(url: str, remote: RemoteFile, target: Path, retries: int) -> Path:
+    """`url` into `target`, through `<target>.part`: only the lock holder writes to it, so a
+    transfer resumes from its own bytes alone."""
+    partial = target.with_name(f"{target.name}.part")
     last_problem = ""
     for attempt in range(retries + 1):
         if attempt:

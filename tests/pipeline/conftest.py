@@ -142,6 +142,8 @@ class FileServer:
     files: dict[str, bytes] = field(default_factory=dict)
     cut_next: set[str] = field(default_factory=set)  # next request for these ends mid-file
     ranges: bool = True
+    # When given, every body stops halfway until the test sets the event: transfers overlap.
+    hold_midway: threading.Event | None = None
     requests: list[tuple[str, str | None]] = field(default_factory=list)
 
 
@@ -197,6 +199,11 @@ def _serving(state: FileServer) -> Iterator[FileServer]:
                 self.wfile.flush()
                 self.close_connection = True
                 return
+            if state.hold_midway is not None:
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                state.hold_midway.wait(timeout=60)
+                body = body[len(body) // 2 :]
             self.wfile.write(body)
 
         def log_message(self, *args) -> None:

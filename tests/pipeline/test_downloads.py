@@ -1,11 +1,16 @@
-"""Downloads against a real HTTP server on 127.0.0.1: checksums, retries, resumed transfers, and
-a cache that never keeps a bad file; then each upstream format read back."""
+"""Downloads against a real HTTP server on 127.0.0.1: checksums, retries, resumed transfers, a
+cache that never keeps a bad file and that processes fetching at once share; then each upstream
+format read back."""
 
 import hashlib
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import REPO_ROOT, free_port, wait_until
 
 from pipeline import downloads
 from pipeline.datasets import FASHION_LABELS, load_dataset
@@ -27,22 +32,29 @@ def remote(data: bytes = PAYLOAD) -> downloads.RemoteFile:
     return downloads.RemoteFile("data.bin", sha256(data))
 
 
+def cache_holds(cache_dir: Path) -> list[str]:
+    """The names in the cache, checking that the lock file fetches leave beside a file is empty."""
+    for lock in cache_dir.glob("*.lock"):
+        assert lock.stat().st_size == 0, lock
+    return sorted(p.name for p in cache_dir.iterdir())
+
+
 def test_a_download_is_verified_cached_and_not_fetched_again(file_server, tmp_path):
     file_server.files["data.bin"] = PAYLOAD
     path = downloads.fetch(file_server.url, remote(), tmp_path)
     assert path.read_bytes() == PAYLOAD
     assert downloads.fetch(file_server.url, remote(), tmp_path) == path
     assert len(file_server.requests) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.bin"]
+    assert cache_holds(tmp_path) == ["data.bin", "data.bin.lock"]
 
 
-def test_a_corrupt_file_is_an_error_and_leaves_nothing_in_the_cache(file_server, tmp_path):
+def test_a_corrupt_file_is_an_error_and_leaves_no_copy_in_the_cache(file_server, tmp_path):
     file_server.files["data.bin"] = PAYLOAD[:-1] + b"X"
     with pytest.raises(downloads.DownloadError) as caught:
         downloads.fetch(file_server.url, remote(), tmp_path, retries=1)
     message = str(caught.value)
     assert "data.bin" in message and remote().sha256 in message and "after 2 attempts" in message
-    assert list(tmp_path.iterdir()) == []
+    assert cache_holds(tmp_path) == ["data.bin.lock"]
     assert len(file_server.requests) == 2
 
 
@@ -52,7 +64,7 @@ def test_a_transfer_cut_mid_file_resumes_where_it_stopped(file_server, tmp_path)
     path = downloads.fetch(file_server.url, remote(), tmp_path)
     assert path.read_bytes() == PAYLOAD
     assert file_server.requests == [("data.bin", None), ("data.bin", f"bytes={len(PAYLOAD) // 2}-")]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.bin"]
+    assert cache_holds(tmp_path) == ["data.bin", "data.bin.lock"]
 
 
 def test_a_server_without_ranges_gets_the_whole_file_again(file_server, tmp_path):
@@ -70,13 +82,68 @@ def test_a_cached_file_that_went_bad_is_downloaded_again(file_server, tmp_path):
     assert len(file_server.requests) == 1
 
 
-def test_an_unreachable_server_fails_after_the_retries(tmp_path):
-    from support import free_port
+FETCH_IN_A_PROCESS = """
+import logging, sys
+from pathlib import Path
+from pipeline import downloads
 
+logging.basicConfig(level=logging.INFO)
+source, sha256, cache_dir = sys.argv[1:]
+print(downloads.fetch(source, downloads.RemoteFile("data.bin", sha256), Path(cache_dir)))
+"""
+
+
+def fetch_in_a_process(url: str, cache_dir: Path, log: Path) -> subprocess.Popen:
+    """`downloads.fetch` of data.bin in a process of its own, as another flow run on the same
+    worker would; it prints the path and logs to `log`."""
+    with open(log, "w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-c", FETCH_IN_A_PROCESS, url, remote().sha256, str(cache_dir)],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+
+
+def test_processes_fetching_one_file_take_turns_and_download_it_once(
+    file_server, tmp_path, processes
+):
+    file_server.files["data.bin"] = PAYLOAD
+    file_server.hold_midway = threading.Event()
+    cache, logs = tmp_path / "cache", [tmp_path / "first.log", tmp_path / "second.log"]
+    try:
+        processes.append(fetch_in_a_process(file_server.url, cache, logs[0]))
+        wait_until(lambda: file_server.requests, 60, "the first request", processes[0])
+        processes.append(fetch_in_a_process(file_server.url, cache, logs[1]))
+        # With the first transfer halfway, the second process waits for its turn; one that did
+        # not would request the file too.
+        wait_until(
+            lambda: (
+                "waiting for another process" in logs[1].read_text()
+                or len(file_server.requests) > 1
+            ),
+            60,
+            "the second process to wait for the first or to request the file itself",
+            processes[1],
+        )
+    finally:
+        file_server.hold_midway.set()
+    for process, log in zip(processes, logs, strict=True):
+        printed, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, log.read_text()
+        assert printed.strip() == str(cache / "data.bin")
+    assert "waiting for another process fetching" in logs[1].read_text()
+    assert file_server.requests == [("data.bin", None)]
+    assert (cache / "data.bin").read_bytes() == PAYLOAD
+    assert cache_holds(cache) == ["data.bin", "data.bin.lock"]
+
+
+def test_an_unreachable_server_fails_after_the_retries(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/"
     with pytest.raises(downloads.DownloadError, match="after 3 attempts"):
         downloads.fetch(url, remote(), tmp_path, retries=2)
-    assert list(tmp_path.iterdir()) == []
+    assert cache_holds(tmp_path) == ["data.bin.lock"]
 
 
 def test_a_folder_path_is_a_source_too(tmp_path):
@@ -171,9 +238,9 @@ def test_downloads_go_to_nnserve_data_dir_unless_the_spec_names_a_cache_dir(
     spec = DownloadedDataset(name="mnist", source=file_server.url, checksums=checksums)
 
     load_dataset(spec)
-    assert [p.name for p in (tmp_path / "data").iterdir()] == ["mnist.npz"]
+    assert cache_holds(tmp_path / "data") == ["mnist.npz", "mnist.npz.lock"]
     load_dataset(spec.model_copy(update={"cache_dir": tmp_path / "spec-cache"}))
-    assert [p.name for p in (tmp_path / "spec-cache").iterdir()] == ["mnist.npz"]
+    assert cache_holds(tmp_path / "spec-cache") == ["mnist.npz", "mnist.npz.lock"]
     assert len(file_server.requests) == 2  # the spec's own cache did not use the other copy
 
 
