@@ -14,7 +14,7 @@ from prefect.runtime import flow_run
 from pipeline import export, reports, training
 from pipeline.datasets import Dataset, load_dataset
 from pipeline.devices import placed, plan_devices
-from pipeline.models import Head, build_model
+from pipeline.models import Head, build_model, repeatable_default_seeds
 from pipeline.preprocess import Splits, split_dataset
 from pipeline.spec import Spec, load_spec
 from service import model_repository
@@ -49,15 +49,16 @@ def head_of(spec: Spec, dataset: Dataset) -> Head:
 
 def model_for(spec: Spec, dataset: Dataset, splits: Splits) -> keras.Model:
     """The spec's model, untrained. What it learns before training (vocabulary, scaling, the
-    target range) comes from the training split alone."""
-    return build_model(
-        spec.model,
-        dataset.input_spec,
-        head_of(spec, dataset),
-        spec.preprocessing.augmentation,
-        training_features=splits.train.features,
-        training_targets=splits.train.targets,
-    )
+    target range) comes from the training split alone; its initial weights from the seed alone."""
+    with repeatable_default_seeds(spec.training.seed):
+        return build_model(
+            spec.model,
+            dataset.input_spec,
+            head_of(spec, dataset),
+            spec.preprocessing.augmentation,
+            training_features=splits.train.features,
+            training_targets=splits.train.targets,
+        )
 
 
 # Arrays and Keras models pass between tasks in memory; hashing them for a cache key is waste.

@@ -3,8 +3,10 @@ and augmentation are its first layers, so the served graph does them too) and en
 after the signature output: `probabilities` (or `logits`) for classifiers, `prediction` for
 regressors, computed in float32 even under mixed precision."""
 
+import contextlib
 import importlib
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import keras
@@ -25,6 +27,23 @@ from pipeline.spec import (
 )
 
 OUT_OF_VOCABULARY = 2  # Keras's IMDB convention: 0 pads, 1 starts, 2 stands for rare words
+
+
+@contextlib.contextmanager
+def repeatable_default_seeds(seed: int) -> Iterator[None]:
+    """Layers built inside draw their default seeds from a generator of their own.
+
+    Keras draws a seed for every initializer and dropout layer built without one from Python's
+    global `random`, and Prefect's background threads draw from it too (its events client, for
+    one) at moments no one controls: the same seeded spec then started from other weights.
+    """
+    seed_generator = importlib.import_module("keras.src.random.seed_generator")
+    shared = seed_generator.python_random
+    seed_generator.python_random = random.Random(seed)
+    try:
+        yield
+    finally:
+        seed_generator.python_random = shared
 
 
 class ModelError(ValueError):

@@ -1,15 +1,20 @@
 """The model catalog: every architecture builds for its kind of input and names its outputs as
 the signature does; losses, optimizers and the multiply-add counts of the reports."""
 
+import random
+
 import keras
 import numpy as np
 import pytest
 from pydantic import TypeAdapter
+from support import DIGITS_SPEC
 
 from pipeline import reports, training
-from pipeline.datasets import InputSpec
+from pipeline.datasets import InputSpec, load_dataset
+from pipeline.flow import model_for
 from pipeline.models import Head, ModelError, build_model
-from pipeline.spec import AugmentationSpec, LossSpec, ModelSpec, OptimizerSpec
+from pipeline.preprocess import split_dataset
+from pipeline.spec import AugmentationSpec, LossSpec, ModelSpec, OptimizerSpec, load_spec
 
 IMAGE = InputSpec("image", (8, 8, 1), "float32", (0.0, 16.0))
 COLOUR = InputSpec("image", (32, 32, 3), "uint8", (0.0, 255.0))
@@ -79,6 +84,24 @@ def test_every_catalog_model_builds_for_its_input_and_names_its_output(document,
         np.testing.assert_allclose(np.sum(outputs, axis=-1), 1.0, atol=1e-5)
     else:
         assert outputs.shape == (2, 1)
+
+
+def test_a_seeded_model_starts_from_the_same_weights_whatever_else_draws_at_random():
+    """The flow builds under the spec's seed alone: a draw from Python's global random between
+    seeding and building (Prefect's threads make them) changes nothing."""
+    spec = load_spec(DIGITS_SPEC)
+    dataset = load_dataset(spec.dataset)
+    splits = split_dataset(dataset, spec.dataset)
+
+    def initial_weights(draw_in_between: bool) -> list[np.ndarray]:
+        keras.utils.set_random_seed(spec.training.seed)
+        if draw_in_between:
+            random.random()
+        return model_for(spec, dataset, splits).get_weights()
+
+    first, second = initial_weights(False), initial_weights(True)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_recurrent_layers_hand_sequences_on_except_the_last():
