@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,17 +36,12 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.processes import cpu_seconds, free_port  # noqa: E402
 from service import wire  # noqa: E402
 from service.wire import methods  # noqa: E402
 
 MODEL = "digits-cnn"
 CONCURRENCY = (1, 16, 64)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(
@@ -182,12 +176,6 @@ async def wait_for_model(
         except grpc.aio.AioRpcError:
             await asyncio.sleep(0.1)
     raise SystemExit(f"the model server at {grpc_address} did not answer within {timeout} s")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(

@@ -13,8 +13,6 @@ the in-process rows count this process, the server rows the server's.
 
 import argparse
 import functools
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,18 +28,11 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.processes import cpu_seconds, free_port
 from service.model_server.servable import SavedModelServable
-from service.ports import listen
 
 CONCURRENCY = (1, 8, 32)
 BATCHING = "max_batch_size { value: 32 } batch_timeout_micros { value: 2000 } num_batch_threads { value: 2 } max_enqueued_batches { value: 1000 }"  # noqa: E501
-
-
-def free_port() -> int:
-    sock = listen("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def image() -> np.ndarray:
@@ -97,16 +88,7 @@ def serve(model_base_path: Path, batching_file: Path | None) -> tuple[subprocess
 Cell = tuple[float, list[float], float]  # requests/s, latencies (s), CPU ms per request
 
 
-def cpu_seconds(pid: int | None = None) -> float:
-    """User plus system CPU time of a process (this one by default), all its threads."""
-    if pid is None:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def with_cpu(measure, pid: int | None = None) -> Cell:
+def with_cpu(measure, pid: int | str = "self") -> Cell:
     """`measure()` -> (requests/s, latencies), plus the CPU ms per request `pid` spent on it."""
     before = cpu_seconds(pid)
     rate, latencies = measure()
