@@ -11,6 +11,7 @@ from collections.abc import Callable
 import grpc
 
 from service import wire
+from service.gateway.errors import GatewayError
 from service.wire import methods
 
 # Keep idle connections alive through proxies, notice a dead peer within seconds, and reconnect
@@ -30,13 +31,12 @@ CHANNEL_OPTIONS = [
 CallObserver = Callable[[str, str, float], None]
 
 
-class BackendError(Exception):
+class BackendError(GatewayError):
     """A call the model server answered with a non-OK status (code is the gRPC code's name)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
 
 
 class TFServingBackend:

@@ -13,16 +13,13 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from service import model_repository, wire
+from service.gateway.errors import GatewayError
 
 METADATA_PATH = Path("assets.extra") / "nnserve.json"
 
 
-class CatalogError(Exception):
+class CatalogError(GatewayError):
     """The model config file or a model's nnserve.json cannot be read; `message` says why."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True)

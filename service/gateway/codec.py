@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.gateway.errors import GatewayError
 from service.wire import (
     classification_pb2,
     example_pb2,
@@ -113,12 +114,8 @@ B64_KEY = "b64"
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
-class CodecError(Exception):
+class CodecError(GatewayError):
     """The request or response cannot be converted; `message` says what and where."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,14 @@
-"""How TF Serving's REST layer maps a canonical error code to an HTTP status."""
+"""What the gateway's parts raise, and how TF Serving's REST layer maps a canonical error code
+to an HTTP status."""
+
+
+class GatewayError(Exception):
+    """A problem to tell the client about; `message` says what it is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
 
 HTTP_STATUS_BY_CODE = {
     "OK": 200,

@@ -11,16 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from service.gateway.errors import GatewayError
+
 ACCEPTED_FORMATS = ("PNG", "JPEG")
 _MODES = {1: "L", 3: "RGB"}
 
 
-class ImageError(Exception):
+class ImageError(GatewayError):
     """An upload that is not a usable image; `message` names the file and the problem."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True)
