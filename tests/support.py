@@ -52,6 +52,14 @@ def nnserve(*args: str, env: dict[str, str] | None = None, **popen) -> subproces
     )
 
 
+def refused_start(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+    """Run `nnserve ARGS`, which must refuse to start with exit code 2; returns its stderr."""
+    process = nnserve(*args, env=env, stderr=subprocess.PIPE, text=True)
+    _, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 2, stderr
+    return stderr
+
+
 def stop(process: subprocess.Popen, timeout: float = 30) -> int:
     """SIGTERM, then SIGKILL if it has not exited within `timeout` (the status is then -9)."""
     if process.poll() is None:

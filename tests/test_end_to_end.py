@@ -14,6 +14,7 @@ from support import (
     model_server_and_gateway,
     nnserve,
     read_until,
+    refused_start,
     stop,
     wait_until,
 )
@@ -165,19 +166,16 @@ def test_up_with_a_taken_port_is_a_clear_error(trained_digits):
     port = free_port()
     holder = listen("127.0.0.1", port)
     try:
-        up = nnserve(
+        stderr = refused_start(
             "up",
             "--grpc-port",
             str(port),
             "--http-port",
             str(free_port()),
-            stderr=subprocess.PIPE,
-            text=True,
             env={"NNSERVE_MODEL_REPO": str(trained_digits.version_dir.parents[1])},
+            timeout=60,
         )
-        _, stderr = up.communicate(timeout=60)
     finally:
         holder.close()
-    assert up.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in stderr
     assert "Traceback" not in stderr

@@ -1,13 +1,12 @@
 """--model_config_file: several models, version policies, labels, reload by RPC and by polling."""
 
 import shutil
-import subprocess
 
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import SHARED_TESTDATA, free_port, nnserve, wait_until
+from support import SHARED_TESTDATA, free_port, nnserve, refused_start, wait_until
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_management_pb2,
@@ -158,15 +157,7 @@ def bad_config_files(tmp_path):
 
 def test_a_malformed_config_file_stops_start_up(tmp_path):
     for path in bad_config_files(tmp_path):
-        server = nnserve(
-            "model-server",
-            "--port=0",
-            f"--model_config_file={path}",
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        _, stderr = server.communicate(timeout=120)
-        assert server.returncode == 2
+        stderr = refused_start("model-server", "--port=0", f"--model_config_file={path}")
         assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in stderr
         assert f"Invalid protobuf file: '{path}'" in stderr
         assert "Traceback" not in stderr

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import free_port, nnserve, wait_until
+from support import free_port, nnserve, refused_start, wait_until
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
 from service import model_repository
@@ -109,16 +109,9 @@ def test_a_version_whose_warmup_fails_is_not_served(tmp_path, half_plus_two):
 def test_start_up_is_refused_when_a_configured_model_fails_to_load(tmp_path):
     (tmp_path / "m" / "1").mkdir(parents=True)
     (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"garbage")
-    server = nnserve(
-        "model-server",
-        "--port=0",
-        "--model_name=m",
-        f"--model_base_path={tmp_path / 'm'}",
-        stderr=subprocess.PIPE,
-        text=True,
+    stderr = refused_start(
+        "model-server", "--port=0", "--model_name=m", f"--model_base_path={tmp_path / 'm'}"
     )
-    _, stderr = server.communicate(timeout=120)
-    assert server.returncode == 2
     assert "1 servable(s) did not become available: {name: m version: 1 due to error:" in stderr
 
 

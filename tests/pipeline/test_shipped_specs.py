@@ -4,6 +4,7 @@ split exactly as the in-memory Keras model does. The downloadable datasets come 
 HTTP server holding generated files in their upstream formats."""
 
 import csv
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -91,19 +92,17 @@ def _catalog_files(dataset_name: str) -> set[str]:
 def ci_runs(prefect_api, tmp_path_factory, dataset_server):
     """Runs each spec once, on first use, and keeps the result for every test that asks."""
     root = tmp_path_factory.mktemp("ci-runs")
-    done = {}
 
+    @functools.cache
     def run(name: str):
-        if name not in done:
-            overrides = overrides_for(name, dataset_server, root / "cache")
-            result = train_model(
-                str(SPECS_DIR / f"{name}.yaml"),
-                model_repo=str(root / "models"),
-                runs_dir=str(root / "runs"),
-                overrides=overrides,
-            )
-            done[name] = (result, load_spec(SPECS_DIR / f"{name}.yaml", overrides))
-        return done[name]
+        overrides = overrides_for(name, dataset_server, root / "cache")
+        result = train_model(
+            str(SPECS_DIR / f"{name}.yaml"),
+            model_repo=str(root / "models"),
+            runs_dir=str(root / "runs"),
+            overrides=overrides,
+        )
+        return result, load_spec(SPECS_DIR / f"{name}.yaml", overrides)
 
     return run
 

@@ -3,6 +3,7 @@ strings itself, with a vocabulary learnt from the training split only, and the S
 strings (`text`), from Python and over HTTP, answering as the Keras model does."""
 
 import csv
+import functools
 import json
 import re
 
@@ -65,25 +66,23 @@ def reviews_csv(tmp_path_factory):
 def text_runs(prefect_api, tmp_path_factory, reviews_csv):
     """Trains each architecture once, on first use, through the real flow."""
     root = tmp_path_factory.mktemp("text-runs")
-    done = {}
 
+    @functools.cache
     def run(architecture: str):
-        if architecture not in done:
-            spec_path = root / f"reviews-{architecture}.yaml"
-            spec_path.write_text(
-                f"name: reviews-{architecture}\n"
-                f"dataset: {{name: csv-text, path: {reviews_csv}, text: review,"
-                f" target: sentiment, vocabulary_size: 200, sequence_length: {SEQUENCE_LENGTH},"
-                " test_fraction: 0.25}\n"
-                f"model: {json.dumps(ARCHITECTURES[architecture])}\n"
-                "optimizer: {name: adam, learning_rate: 0.01}\n"
-                "training: {epochs: 15, batch_size: 8}\n"
-            )
-            result = train_model(
-                str(spec_path), model_repo=str(root / "models"), runs_dir=str(root / "runs")
-            )
-            done[architecture] = (result, load_spec(spec_path))
-        return done[architecture]
+        spec_path = root / f"reviews-{architecture}.yaml"
+        spec_path.write_text(
+            f"name: reviews-{architecture}\n"
+            f"dataset: {{name: csv-text, path: {reviews_csv}, text: review,"
+            f" target: sentiment, vocabulary_size: 200, sequence_length: {SEQUENCE_LENGTH},"
+            " test_fraction: 0.25}\n"
+            f"model: {json.dumps(ARCHITECTURES[architecture])}\n"
+            "optimizer: {name: adam, learning_rate: 0.01}\n"
+            "training: {epochs: 15, batch_size: 8}\n"
+        )
+        result = train_model(
+            str(spec_path), model_repo=str(root / "models"), runs_dir=str(root / "runs")
+        )
+        return result, load_spec(spec_path)
 
     return run
 
