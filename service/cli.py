@@ -88,6 +88,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--enable_batching", type=_flag_value, nargs="?", const=True, default=False)
     server.add_argument("--batching_parameters_file", type=Path)
+    for scope, meaning in (
+        ("session", "both thread pools of a session"),
+        ("intra_op", "the threads one op is split across"),
+        ("inter_op", "the threads ops run on; negative runs them on the calling thread"),
+    ):
+        server.add_argument(
+            f"--tensorflow_{scope}_parallelism",
+            type=int,
+            default=0,
+            help=f"{meaning} (default 0: TensorFlow chooses)",
+        )
     server.add_argument(
         "--allow_version_labels_for_unavailable_models",
         type=_flag_value,
@@ -184,6 +195,7 @@ def _model_server(args: argparse.Namespace) -> int:
     from service.model_server.batching import BatchingParameters, read_batching_parameters
     from service.model_server.config import ConfigError, read_config_file
     from service.model_server.manager import ModelConfig
+    from service.model_server.servable import session_config
     from service.model_server.server import ServerOptions, StartupError, serve
 
     if (args.model_config_file is None) == (args.model_base_path is None):
@@ -202,6 +214,11 @@ def _model_server(args: argparse.Namespace) -> int:
                 if args.batching_parameters_file
                 else BatchingParameters()
             )
+        session = session_config(
+            args.tensorflow_session_parallelism,
+            args.tensorflow_intra_op_parallelism,
+            args.tensorflow_inter_op_parallelism,
+        )
     except (ConfigError, ValueError) as error:
         raise UserError(str(error)) from error
     options = ServerOptions(
@@ -211,6 +228,7 @@ def _model_server(args: argparse.Namespace) -> int:
         model_config_file=args.model_config_file,
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         batching=batching,
+        session_config=session,
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
     )
     try:

@@ -21,10 +21,16 @@ DEFAULT_SIGNATURE = "serving_default"
 
 
 class SavedModelServable:
-    def __init__(self, version_dir: Path, batching: BatchingParameters | None = None) -> None:
+    def __init__(
+        self,
+        version_dir: Path,
+        batching: BatchingParameters | None = None,
+        session_config: config_pb2.ConfigProto | None = None,
+    ) -> None:
         self.path = version_dir
+        self.session_config = session_config or config_pb2.ConfigProto()
         self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph)
+        self._session = tf.compat.v1.Session(graph=self._graph, config=self.session_config)
         with self._graph.as_default():
             meta_graph = tf.compat.v1.saved_model.loader.load(
                 self._session, [tf.saved_model.SERVING], str(version_dir)
@@ -123,6 +129,33 @@ class SavedModelServable:
         if self._batcher is not None:
             self._batcher.close()
         self._session.close()
+
+
+def session_config(
+    session_parallelism: int = 0, intra_op_parallelism: int = 0, inter_op_parallelism: int = 0
+) -> config_pb2.ConfigProto:
+    """The session threads TF Serving's three flags ask for, by its rule (server.cc): the intra-
+    and inter-op numbers win when either is set; 0 lets TensorFlow choose; a negative inter-op
+    number runs a call's ops on the calling thread."""
+    if intra_op_parallelism > 0 and inter_op_parallelism > 0 and session_parallelism > 0:
+        raise ValueError(
+            "Either configure --tensorflow_session_parallelism or "
+            "(--tensorflow_intra_op_parallelism, --tensorflow_inter_op_parallelism) separately. "
+            "You cannot configure all."
+        )
+    if intra_op_parallelism > 0 or inter_op_parallelism > 0:
+        intra, inter = intra_op_parallelism, inter_op_parallelism
+    else:
+        intra = inter = session_parallelism
+    for flag, value in (("intra_op", intra), ("inter_op", inter)):
+        if not -(2**31) <= value < 2**31:
+            raise ValueError(
+                f"--tensorflow_{flag}_parallelism (or --tensorflow_session_parallelism) is "
+                f"{value}; a session takes a 32-bit thread count"
+            )
+    return config_pb2.ConfigProto(
+        intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter
+    )
 
 
 def _check_input_names(

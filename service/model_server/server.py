@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from service.model_server.batching import BatchingParameters
@@ -37,6 +38,7 @@ class ServerOptions:
     model_config_file: Path | None = None
     model_config_file_poll_wait_seconds: float = 0.0
     batching: BatchingParameters | None = None
+    session_config: config_pb2.ConfigProto | None = None
     allow_version_labels_for_unavailable_models: bool = False
     max_workers: int = 32
 
@@ -72,7 +74,9 @@ def build_server(manager: ModelManager, host: str, port: int, max_workers: int =
 def new_manager(options: ServerOptions) -> ModelManager:
     return ModelManager(
         [],
-        load=functools.partial(load_and_warm_up, batching=options.batching),
+        load=functools.partial(
+            load_and_warm_up, batching=options.batching, session_config=options.session_config
+        ),
         allow_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
     )
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from service.model_server import inference
@@ -78,9 +79,11 @@ def _call_on_zeros(servable: SavedModelServable) -> int:
 
 
 def load_and_warm_up(
-    version_dir: Path, batching: BatchingParameters | None = None
+    version_dir: Path,
+    batching: BatchingParameters | None = None,
+    session_config: config_pb2.ConfigProto | None = None,
 ) -> SavedModelServable:
-    servable = SavedModelServable(version_dir, batching)
+    servable = SavedModelServable(version_dir, batching, session_config)
     servable.warmup_calls = warm_up(servable)
     log.info("warmed up %s with %d call(s)", version_dir, servable.warmup_calls)
     return servable
