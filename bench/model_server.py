@@ -2,11 +2,14 @@
 
 Run by hand (not in the test suite), from the repository root:
 
-    .venv/bin/python bench/model_server.py [--model-base-path models/digits-cnn] [--seconds 10]
+    .venv/bin/python bench/model_server.py [--model-base-path models/digits-cnn] [--seconds 10] \
+        [--intra-op N --inter-op N]
 
 For concurrency 1, 8 and 32 it drives a server with batching off and one with batching on, each
 a real subprocess on 127.0.0.1, and reports requests/s, p50 and p99 beside the in-process
 SavedModel call (the ceiling). Each request carries one 8x8 image, as a single client would send.
+--intra-op and --inter-op are passed to the server as --tensorflow_intra_op_parallelism and
+--tensorflow_inter_op_parallelism, and the in-process call's session gets the same threads.
 "CPU ms per request" is the serving process's CPU time (all threads) over the requests answered:
 the in-process rows count this process, the server rows the server's.
 """
@@ -29,7 +32,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.processes import cpu_seconds, free_port
-from service.model_server.servable import SavedModelServable
+from service.model_server.servable import SavedModelServable, session_config
 
 CONCURRENCY = (1, 8, 32)
 BATCHING = "max_batch_size { value: 32 } batch_timeout_micros { value: 2000 } num_batch_threads { value: 2 } max_enqueued_batches { value: 1000 }"  # noqa: E501
@@ -64,7 +67,9 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000
 
 
-def serve(model_base_path: Path, batching_file: Path | None) -> tuple[subprocess.Popen, str]:
+def serve(
+    model_base_path: Path, batching_file: Path | None, session_flags: list[str]
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     args = [
         sys.executable,
@@ -75,6 +80,7 @@ def serve(model_base_path: Path, batching_file: Path | None) -> tuple[subprocess
         f"--port={port}",
         "--model_name=digits",
         f"--model_base_path={model_base_path}",
+        *session_flags,
     ]
     if batching_file:
         args += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
@@ -111,11 +117,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-base-path", type=Path, default=Path("models/digits-cnn"))
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--intra-op", type=int, default=0, help="session intra-op threads")
+    parser.add_argument("--inter-op", type=int, default=0, help="session inter-op threads")
     args = parser.parse_args()
+    session_flags = [
+        f"--tensorflow_intra_op_parallelism={args.intra_op}",
+        f"--tensorflow_inter_op_parallelism={args.inter_op}",
+    ]
     base = args.model_base_path.resolve()
     latest = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
-    servable = SavedModelServable(latest)
+    servable = SavedModelServable(
+        latest, session_config=session_config(0, args.intra_op, args.inter_op)
+    )
     inputs = {"image": image()}
     servable.run("", inputs)
     call = functools.partial(servable.run, "", inputs)
@@ -129,14 +143,17 @@ def main() -> None:
             ("model server, batching off", None),
             ("model server, batching on", batching_file),
         ):
-            process, address = serve(base, batching)
+            process, address = serve(base, batching, session_flags)
             try:
                 rows[label] = bench_server(address, process.pid, args.seconds)
             finally:
                 process.terminate()
                 process.wait(60)
 
-    print(f"{base.name} version {latest.name}, {args.seconds:g} s per cell, one image per request")
+    print(
+        f"{base.name} version {latest.name}, {args.seconds:g} s per cell, one image per request, "
+        f"session threads intra-op {args.intra_op} inter-op {args.inter_op} (0: TensorFlow's)"
+    )
     print("| path | concurrency | requests/s | p50 ms | p99 ms | CPU ms per request |")
     print("| --- | --- | --- | --- | --- | --- |")
     for label, results in rows.items():
