@@ -1,11 +1,12 @@
 import contextlib
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from savedmodels import write_half_plus_two
-from support import SHARED_TESTDATA, free_port
+from support import SHARED_TESTDATA, free_port, nnserve, stop
 
 from service.model_server.manager import ModelConfig, ModelManager
 from service.model_server.server import build_server
@@ -26,6 +27,26 @@ def serving(manager: ModelManager) -> Iterator[grpc.Channel]:
             yield channel
     finally:
         server.stop(0)
+
+
+@contextlib.contextmanager
+def running(*flags: str) -> Iterator[tuple[subprocess.Popen, grpc.Channel]]:
+    """`nnserve model-server FLAGS` as a subprocess on a free 127.0.0.1 port, and a channel once
+    it answers; it must exit 0 on the SIGTERM that ends it (or that the test sent)."""
+    port = free_port()
+    server = nnserve("model-server", "--host=127.0.0.1", f"--port={port}", *flags)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=120)
+            yield server, channel
+    finally:
+        assert stop(server) == 0
+
+
+@pytest.fixture(scope="session")
+def model_server_process():
+    """`with model_server_process(*flags) as (process, channel):` runs `nnserve model-server`."""
+    return running
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import SHARED_TESTDATA, free_port, nnserve, refused_start, wait_until
+from support import SHARED_TESTDATA, refused_start, wait_until
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_management_pb2,
@@ -163,26 +163,15 @@ def test_a_malformed_config_file_stops_start_up(tmp_path):
         assert "Traceback" not in stderr
 
 
-def test_the_config_file_is_reread_when_polled(tmp_path, three_versions, half_plus_two):
+def test_the_config_file_is_reread_when_polled(
+    tmp_path, three_versions, half_plus_two, model_server_process
+):
     path = tmp_path / "models.config"
     model = f'name: "m" base_path: "{three_versions}" model_platform: "tensorflow"'
     path.write_text(config_text(model))
-    port = free_port()
-    server = nnserve(
-        "model-server",
-        "--host=127.0.0.1",
-        f"--port={port}",
-        f"--model_config_file={path}",
-        "--model_config_file_poll_wait_seconds=0.2",
-    )
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=120)
-            assert predict_version(channel) == 3
-            path.write_text(
-                config_text(model + " model_version_policy { specific { versions: 1 } }")
-            )
-            wait_until(lambda: predict_version(channel) == 1, 60, "the config reloaded")
-    finally:
-        server.terminate()
-        assert server.wait(60) == 0
+    with model_server_process(
+        f"--model_config_file={path}", "--model_config_file_poll_wait_seconds=0.2"
+    ) as (_, channel):
+        assert predict_version(channel) == 3
+        path.write_text(config_text(model + " model_version_policy { specific { versions: 1 } }"))
+        wait_until(lambda: predict_version(channel) == 1, 60, "the config reloaded")

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import free_port, nnserve, refused_start, wait_until
+from support import nnserve, refused_start, wait_until
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
 from service import model_repository
@@ -115,35 +115,27 @@ def test_start_up_is_refused_when_a_configured_model_fails_to_load(tmp_path):
     assert "1 servable(s) did not become available: {name: m version: 1 due to error:" in stderr
 
 
-def test_sigterm_finishes_calls_in_flight_and_exits_0(tmp_path, half_plus_two):
+def test_sigterm_finishes_calls_in_flight_and_exits_0(
+    tmp_path, half_plus_two, model_server_process
+):
     # A batch that waits 5 s for company keeps a call in flight while SIGTERM arrives. The call
     # reaches the server within milliseconds; SIGTERM follows 1.5 s later, well inside the 5 s.
     parameters = tmp_path / "batching.config"
     parameters.write_text("max_batch_size { value: 64 } batch_timeout_micros { value: 5000000 }")
-    port = free_port()
-    server = nnserve(
-        "model-server",
-        "--host=127.0.0.1",
-        f"--port={port}",
+    with model_server_process(
         "--model_name=m",
         f"--model_base_path={half_plus_two}",
         "--enable_batching",
         f"--batching_parameters_file={parameters}",
-    )
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=120)
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            in_flight = stub.Predict.future(predict_request(), timeout=60)
-            time.sleep(1.5)
-            assert not in_flight.done()
-            server.send_signal(signal.SIGTERM)
-            response = in_flight.result(timeout=60)
-            assert tf.make_ndarray(response.outputs["y"]).tolist() == [[2.5], [3.0]]
+    ) as (server, channel):
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        in_flight = stub.Predict.future(predict_request(), timeout=60)
+        time.sleep(1.5)
+        assert not in_flight.done()
+        server.send_signal(signal.SIGTERM)
+        response = in_flight.result(timeout=60)
+        assert tf.make_ndarray(response.outputs["y"]).tolist() == [[2.5], [3.0]]
         assert server.wait(60) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
 
 
 @pytest.mark.parametrize("flag", ["--enable_batching=maybe"])

@@ -2,11 +2,10 @@
 
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import free_port, nnserve, refused_start, stop
+from support import refused_start
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from service.model_server.manager import ModelConfig
@@ -75,26 +74,15 @@ def _threads_named(pid: int, name: str) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts threads through /proc")
-def test_session_parallelism_sets_the_servers_compute_threads(half_plus_two):
+def test_session_parallelism_sets_the_servers_compute_threads(half_plus_two, model_server_process):
     """TensorFlow names its intra-op pool's threads tf_Compute; the session is the only one in
     the server, so their number is what the flag asked for."""
-    port = free_port()
-    server = nnserve(
-        "model-server",
-        "--host=127.0.0.1",
-        f"--port={port}",
-        "--model_name=m",
-        f"--model_base_path={half_plus_two}",
-        "--tensorflow_session_parallelism=5",
-    )
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=120)
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = "m"
-            request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[2.0]], np.float32)))
-            response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request)
-            assert tf.make_ndarray(response.outputs["y"]).tolist() == [[3.0]]
+    with model_server_process(
+        "--model_name=m", f"--model_base_path={half_plus_two}", "--tensorflow_session_parallelism=5"
+    ) as (server, channel):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "m"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[2.0]], np.float32)))
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request)
+        assert tf.make_ndarray(response.outputs["y"]).tolist() == [[3.0]]
         assert _threads_named(server.pid, "tf_Compute") == 5
-    finally:
-        assert stop(server) == 0
