@@ -63,7 +63,8 @@ def test_every_loaded_version_runs_in_a_session_so_configured(half_plus_two):
     with manager.lease(spec) as (_, servable):
         assert servable.session_config == config
         answer = servable.run("", {"x": np.array([[1.0], [4.0]], np.float32)})
-    assert answer["y"].tolist() == [[2.5], [4.0]]  # ops ran on this thread, as asked
+    # A session that runs its ops on the calling thread answers as any other.
+    assert answer["y"].tolist() == [[2.5], [4.0]]
     manager.stop()
 
 
