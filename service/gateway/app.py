@@ -18,6 +18,7 @@ from service.gateway.guard import Guard
 from service.gateway.images import ImageError
 from service.gateway.observability import GatewayMetrics, RequestObserver
 from service.gateway.routes import demo, models, ops
+from service.gateway.shortcut import Shortcut
 from service.settings import Settings
 
 
@@ -56,6 +57,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_parameters)
     # Added innermost first: the observer sees every answer, the guard's refusals included.
+    app.add_middleware(
+        Shortcut, routes=models.PREDICT_ROUTES, exception_handlers=app.exception_handlers
+    )
     app.add_middleware(
         Guard,
         api_keys=settings.api_key_list(),

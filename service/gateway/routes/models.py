@@ -171,3 +171,6 @@ for suffix, handler, method, extra in (
             openapi_extra={"parameters": _path_parameters(path), **extra},
         )
 router.add_api_route("", list_models, methods=["GET"], response_class=Response)
+
+# Served by `service.gateway.shortcut.Shortcut` ahead of FastAPI's routing.
+PREDICT_ROUTES = [route for route in router.routes if route.endpoint is predict]
