@@ -56,6 +56,9 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        line = orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS)
+        if line.isascii():
+            return line.decode()
         # ASCII only: a stderr that cannot encode a character would otherwise break the line.
         return json.dumps(entry, default=str, ensure_ascii=True, separators=(",", ":"))
 
