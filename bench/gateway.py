@@ -5,13 +5,20 @@ front of it, then sends the same digits predict request at each concurrency:
   - direct:  grpc.aio straight to the model server (what the gateway cannot beat),
   - gateway: HTTP JSON through `nnserve gateway`,
   - naive:   HTTP JSON through the tutorial-style gateway (TensorFlow in the process);
+  - floor:   HTTP through bench/floor_gateway.py, which forwards a request built at start-up
+             and does nothing else (what uvicorn and grpc.aio cost before any gateway's work);
 HTTP load comes from Debian's wrk (C), so the load generator is not what is measured.
 "client CPU ms/request" is the CPU time of the process that calls the model server (the direct
 client, the gateway or the naive gateway; wrk itself is not counted) per request answered.
 It also measures the gateway's start-up (process start to the first /healthz answer; this is
 interpreter, imports and app start-up together) and its resident memory.
 
-    python bench/gateway.py --model-base-path models/digits-cnn [--seconds 5] [--placement split]
+    python bench/gateway.py --model-base-path models/digits-cnn [--seconds 5] [--rounds 3] \
+        [--placement split] [--intra-op N --inter-op N]
+
+--rounds measures every cell that many times, the clients in turn, and reports medians.
+--intra-op and --inter-op go to the model server as --tensorflow_intra_op_parallelism and
+--tensorflow_inter_op_parallelism (0: TensorFlow's choice).
 
 Targets (issue #4): at concurrency 16 the gateway keeps >= 0.85 of direct's requests/s and adds
 <= 1 ms at p50; start-up <= 1.5 s; resident memory after start-up <= 150 MB.
@@ -42,6 +49,7 @@ from service.wire import methods  # noqa: E402
 
 MODEL = "digits-cnn"
 CONCURRENCY = (1, 16, 64)
+CLIENTS = ("direct", "gateway", "naive", "floor")
 
 
 def start(
@@ -179,47 +187,63 @@ async def wait_for_model(
 
 
 def measure(
-    grpc_address: str, urls: dict[str, str], body_file: Path, seconds: float, pids: dict[str, int]
+    grpc_address: str,
+    urls: dict[str, str],
+    body_file: Path,
+    seconds: float,
+    pids: dict[str, int],
+    rounds: int,
 ) -> dict:
-    """Each client at each concurrency, with the CPU ms per request of the process in front of
-    the model server (the direct client is this process; wrk is not counted) and of the server."""
+    """Each client at each concurrency, `rounds` times in turn (so that a noisy moment on a
+    shared machine hits one round, not one client), with the CPU ms per request of the process
+    in front of the model server (the direct client is this process; wrk is not counted) and of
+    the model server."""
     body = body_file.read_bytes()
     results: dict = {}
     for concurrency in CONCURRENCY:
-        for name in ("direct", *urls):
-            front, server = pids[name], pids["model server"]
-            before = cpu_seconds(front), cpu_seconds(server)
-            if name == "direct":
-                row = asyncio.run(direct_load(grpc_address, body, concurrency, seconds))
-            else:
-                row = wrk(urls[name], body_file, concurrency, seconds)
-            # The warm-up second is inside the CPU time, so it counts its requests too.
-            requests = row["rps"] * (seconds + 1)
-            row["front_cpu_ms"] = (cpu_seconds(front) - before[0]) * 1000 / requests
-            row["server_cpu_ms"] = (cpu_seconds(server) - before[1]) * 1000 / requests
-            results[(name, concurrency)] = row
-            print(f"  c={concurrency:<3} {name:<8} {row}", flush=True)
+        for _ in range(rounds):
+            for name in ("direct", *urls):
+                front, server = pids[name], pids["model server"]
+                before = cpu_seconds(front), cpu_seconds(server)
+                if name == "direct":
+                    row = asyncio.run(direct_load(grpc_address, body, concurrency, seconds))
+                else:
+                    row = wrk(urls[name], body_file, concurrency, seconds)
+                # The warm-up second is inside the CPU time, so it counts its requests too.
+                requests = row["rps"] * (seconds + 1)
+                row["front_cpu_ms"] = (cpu_seconds(front) - before[0]) * 1000 / requests
+                row["server_cpu_ms"] = (cpu_seconds(server) - before[1]) * 1000 / requests
+                results.setdefault((name, concurrency), []).append(row)
+                print(f"  c={concurrency:<3} {name:<8} {row}", flush=True)
     return results
 
 
 def report(results: dict, startup: list[float], rss: tuple[float, float]) -> str:
+    """Medians over the rounds; the columns "vs direct" are medians of each round's comparison
+    with the direct client's run just before it."""
     lines = [
         "| concurrency | client | requests/s | p50 ms | p99 ms | requests/s vs direct "
         "| p50 vs direct | client CPU ms/request | model server CPU ms/request |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    spread = []
     for concurrency in CONCURRENCY:
         direct = results[("direct", concurrency)]
-        for name in ("direct", "gateway", "naive"):
-            row = results[(name, concurrency)]
-            ratio = row["rps"] / direct["rps"]
-            added = row["p50_ms"] - direct["p50_ms"]
+        for name in CLIENTS:
+            rows = results[(name, concurrency)]
+            ratios = [row["rps"] / base["rps"] for row, base in zip(rows, direct, strict=True)]
+            added = [row["p50_ms"] - base["p50_ms"] for row, base in zip(rows, direct, strict=True)]
+            median = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
             lines.append(
-                f"| {concurrency} | {name} | {row['rps']:.0f} | {row['p50_ms']:.2f} | "
-                f"{row['p99_ms']:.2f} | {ratio:.2f} | {added:+.2f} ms | "
-                f"{row['front_cpu_ms']:.2f} | {row['server_cpu_ms']:.2f} |"
+                f"| {concurrency} | {name} | {median['rps']:.0f} | {median['p50_ms']:.2f} | "
+                f"{median['p99_ms']:.2f} | {statistics.median(ratios):.2f} | "
+                f"{statistics.median(added):+.2f} ms | {median['front_cpu_ms']:.2f} | "
+                f"{median['server_cpu_ms']:.2f} |"
             )
-    lines.append("")
+            if name != "direct" and len(rows) > 1:
+                shown = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+                spread.append(f"c={concurrency} {name}: requests/s vs direct by round {shown}")
+    lines += ["", *spread, ""]
     lines.append(
         f"gateway start-up (process start to first /healthz answer), {len(startup)} runs: "
         f"median {statistics.median(startup):.2f} s, max {max(startup):.2f} s"
@@ -235,6 +259,9 @@ def main() -> None:
     parser.add_argument("--model-base-path", type=Path, default=Path("models") / MODEL)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--startup-runs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1, help="measurements of each cell")
+    parser.add_argument("--intra-op", type=int, default=0, help="model server intra-op threads")
+    parser.add_argument("--inter-op", type=int, default=0, help="model server inter-op threads")
     parser.add_argument(
         "--placement",
         choices=("shared", "split"),
@@ -249,12 +276,14 @@ def main() -> None:
         raise SystemExit(f"no version of {MODEL} in {base}: run `nnserve train` first")
     example = examples[-1]
 
-    grpc_port, gateway_port, naive_port = free_port(), free_port(), free_port()
+    grpc_port, gateway_port, naive_port, floor_port = (free_port() for _ in range(4))
     server_cpus, client_cpus = placement(args.placement)
     nnserve = [sys.executable, "-m", "service.cli"]
     server = start(
         [*nnserve, "model-server", "--host", "127.0.0.1", f"--port={grpc_port}",
-         f"--model_name={MODEL}", f"--model_base_path={base}"],
+         f"--model_name={MODEL}", f"--model_base_path={base}",
+         f"--tensorflow_intra_op_parallelism={args.intra_op}",
+         f"--tensorflow_inter_op_parallelism={args.inter_op}"],
         cpus=server_cpus,
     )  # fmt: skip
     backend = {"NNSERVE_TFSERVING_ADDR": f"127.0.0.1:{grpc_port}", "NNSERVE_LOG_LEVEL": "WARNING"}
@@ -277,23 +306,31 @@ def main() -> None:
             [sys.executable, str(REPO_ROOT / "bench" / "naive_gateway.py"), str(naive_port),
              f"127.0.0.1:{grpc_port}"]
         )  # fmt: skip
-        processes += [gateway, naive]
+        floor = start(
+            [sys.executable, str(REPO_ROOT / "bench" / "floor_gateway.py"), str(floor_port),
+             f"127.0.0.1:{grpc_port}", str(example), MODEL]
+        )  # fmt: skip
+        processes += [gateway, naive, floor]
         gateway_url = f"http://127.0.0.1:{gateway_port}"
         wait_for(f"{gateway_url}/healthz", gateway)
         rss_after_startup = rss_mb(gateway.pid)
         wait_for(f"{gateway_url}/v1/models/{MODEL}", server)
         wait_for(f"http://127.0.0.1:{naive_port}/docs", naive)
+        floor_url = f"http://127.0.0.1:{floor_port}/v1/models/{MODEL}:predict"
+        wait_for(floor_url, floor)  # it answers any method with a predict
         urls = {
             "gateway": f"{gateway_url}/v1/models/{MODEL}:predict",
             "naive": f"http://127.0.0.1:{naive_port}/v1/models/{MODEL}:predict",
+            "floor": floor_url,
         }
         pids = {
             "direct": os.getpid(),
             "gateway": gateway.pid,
             "naive": naive.pid,
+            "floor": floor.pid,
             "model server": server.pid,
         }
-        results = measure(f"127.0.0.1:{grpc_port}", urls, example, args.seconds, pids)
+        results = measure(f"127.0.0.1:{grpc_port}", urls, example, args.seconds, pids, args.rounds)
         print()
         print(report(results, startup, (rss_after_startup, rss_mb(gateway.pid))))
     finally:

@@ -1,0 +1,60 @@
+"""The floor for bench/gateway.py: the least a Python HTTP-to-gRPC gateway can do per request.
+
+A bare ASGI app under uvicorn (httptools and uvloop, as `nnserve gateway`) that reads the POST
+body, ignores it, sends one PredictRequest built at start-up through grpc.aio with no
+serialization (the bytes are ready) and answers with the response's bytes as they came. No
+JSON, no checks, no routing, no metrics or logs: what any gateway on uvicorn and grpc.aio costs
+before it does its work.
+Run: python bench/floor_gateway.py PORT BACKEND_ADDRESS EXAMPLE_REQUEST_JSON MODEL
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from service import wire
+from service.gateway.codec import array_to_tensor
+from service.wire import methods
+
+
+def predict_request_bytes(example: Path, model: str) -> bytes:
+    instances = np.array(json.loads(example.read_bytes())["instances"], dtype=np.float32)
+    request = wire.PredictRequest(model_spec=wire.ModelSpec(name=model))
+    request.inputs["image"].CopyFrom(array_to_tensor(instances))
+    return request.SerializeToString()
+
+
+REQUEST = predict_request_bytes(Path(sys.argv[3]), sys.argv[4])
+backend = {}
+
+
+async def app(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            channel = grpc.aio.insecure_channel(sys.argv[2])
+            backend["predict"] = channel.unary_unary(methods.PREDICT.path)  # bytes in and out
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    more_body = True
+    while more_body:
+        more_body = (await receive()).get("more_body", False)
+    answer = await backend["predict"](REQUEST, timeout=10)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/x-protobuf")],
+        }
+    )
+    await send({"type": "http.response.body", "body": answer})
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
