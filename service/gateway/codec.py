@@ -88,6 +88,17 @@ _VALUE_FIELDS: dict[int, str] = {
     DT_BOOL: "bool_val",
     DT_STRING: "string_val",
 }
+# What each numeric value field holds (reading a field as its own type keeps uint64 exact).
+_FIELD_ELEMENT_TYPES = {
+    "float_val": np.float32,
+    "double_val": np.float64,
+    "half_val": np.int32,
+    "int_val": np.int32,
+    "int64_val": np.int64,
+    "uint32_val": np.uint32,
+    "uint64_val": np.uint64,
+    "bool_val": np.bool_,
+}
 # Largest integer each float type holds exactly: TF Serving refuses JSON integers beyond it.
 _EXACT_INT_LIMIT = {DT_HALF: 2**11 - 1, DT_FLOAT: 2**24 - 1, DT_DOUBLE: 2**53 - 1}
 _JSON_TYPES = {
@@ -519,8 +530,8 @@ def tensor_to_array(tensor: TensorProto) -> np.ndarray:
     dtype = tensor.dtype
     if tensor.tensor_shape.unknown_rank:
         raise CodecError(f"{dtype_name(dtype)} tensor has an unknown rank")
-    shape = tuple(dim.size for dim in tensor.tensor_shape.dim)
-    if any(size < 0 for size in shape):
+    shape = tuple([dim.size for dim in tensor.tensor_shape.dim])
+    if min(shape, default=0) < 0:
         raise CodecError(f"tensor shape {_shape_text(shape)} has unknown dimensions")
     count = math.prod(shape)
     if dtype == DT_STRING:
@@ -541,7 +552,9 @@ def tensor_to_array(tensor: TensorProto) -> np.ndarray:
             )
         array = np.frombuffer(content, dtype=target.newbyteorder("<"))
         return array.astype(target, copy=False).reshape(shape)
-    raw = np.asarray(getattr(tensor, _VALUE_FIELDS[dtype]))
+    # A list first: numpy reads one about three times faster than the repeated field itself.
+    field = _VALUE_FIELDS[dtype]
+    raw = np.array(getattr(tensor, field)[:], dtype=_FIELD_ELEMENT_TYPES[field])
     if dtype == DT_HALF:
         # half_val holds the 16-bit patterns, widened to int32.
         values = raw.astype(np.uint16).view(np.float16)
