@@ -8,8 +8,8 @@ signature lets the gateway refuse inputs with wrong names, dtypes or shapes befo
 
 import asyncio
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
@@ -62,17 +62,15 @@ class DataPlane:
         self._catalog = catalog
         self._ttl = signature_ttl_seconds
         self._max_image_pixels = max_image_pixels
-        self._signatures: dict[ModelTarget, tuple[float, wire.SignatureDefMap]] = {}
+        self._signatures: dict[ModelTarget, _Signatures] = {}
 
     # --- TF Serving's REST API ------------------------------------------------------------
 
     async def predict(self, target: ModelTarget, body: bytes) -> bytes:
         document = codec.parse_json(body)
         signature_name = codec.request_signature_name(document) or DEFAULT_SIGNATURE
-        signature = await self._signature(target, signature_name)
-        inputs = codec.predict_inputs(
-            document, codec.signature_input_specs(signature), check_shapes=True
-        )
+        input_specs = await self._input_specs(target, signature_name)
+        inputs = codec.predict_inputs(document, input_specs, check_shapes=True)
         response = await self._predict(target, signature_name, inputs.tensors)
         return codec.predict_response_json(response.outputs, inputs.columnar)
 
@@ -218,19 +216,33 @@ class DataPlane:
             )
         return max(available)
 
-    async def _signature(self, target: ModelTarget, signature_name: str) -> wire.SignatureDef:
+    async def _input_specs(
+        self, target: ModelTarget, signature_name: str
+    ) -> dict[str, codec.InputSpec]:
         cached = self._signatures.get(target)
-        if cached is None or cached[0] < time.monotonic():
+        if cached is None or cached.expires < time.monotonic():
             _, signature_defs = await self._backend.signature_defs(target.model_spec())
-            cached = (time.monotonic() + self._ttl, signature_defs)
+            cached = _Signatures(time.monotonic() + self._ttl, signature_defs.signature_def)
             self._signatures[target] = cached
-        signature_defs = cached[1].signature_def
-        if signature_name not in signature_defs:
-            raise BackendError(
-                "INVALID_ARGUMENT",
-                f'Serving signature name: "{signature_name}" not found in signature def',
-            )
-        return signature_defs[signature_name]
+        specs = cached.input_specs.get(signature_name)
+        if specs is None:
+            if signature_name not in cached.signature_defs:
+                raise BackendError(
+                    "INVALID_ARGUMENT",
+                    f'Serving signature name: "{signature_name}" not found in signature def',
+                )
+            specs = codec.signature_input_specs(cached.signature_defs[signature_name])
+            cached.input_specs[signature_name] = specs
+        return specs
+
+
+@dataclass
+class _Signatures:
+    """A model target's signatures as last fetched, and the input specs read from them."""
+
+    expires: float
+    signature_defs: Mapping[str, wire.SignatureDef]
+    input_specs: dict[str, dict[str, codec.InputSpec]] = field(default_factory=dict)
 
 
 def _top_k(probabilities: np.ndarray, labels: Sequence[str], k: int) -> list[dict]:
