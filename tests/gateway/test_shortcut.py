@@ -112,3 +112,14 @@ def test_an_error_gets_the_apps_handler_and_one_without_a_handler_propagates():
     with pytest.raises(RuntimeError, match="no handler"):
         _call(app, "POST", "/items/broken")
     assert reached_fastapi == []
+
+
+def test_an_endpoint_that_takes_more_than_the_request_is_refused():
+    app = FastAPI()
+
+    async def with_parameter(request: Request, top_k: int = 5) -> Response:
+        return Response()
+
+    app.add_api_route("/items/{name}", with_parameter, methods=["POST"])
+    with pytest.raises(TypeError, match="must take the request alone"):
+        Shortcut(app, app.router.routes[-1:], app.exception_handlers)
