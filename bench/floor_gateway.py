@@ -5,32 +5,21 @@ body, ignores it, sends one PredictRequest built at start-up through grpc.aio wi
 serialization (the bytes are ready) and answers with the response's bytes as they came. No
 JSON, no checks, no routing, no metrics or logs: what any gateway on uvicorn and grpc.aio costs
 before it does its work.
-Run: python bench/floor_gateway.py PORT BACKEND_ADDRESS EXAMPLE_REQUEST_JSON MODEL
+Run: python bench/floor_gateway.py PORT BACKEND_ADDRESS EXAMPLE_REQUEST_JSON
 """
 
-import json
 import sys
 from pathlib import Path
 
 import grpc
-import numpy as np
 import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service import wire
-from service.gateway.codec import array_to_tensor
+from bench.gateway import predict_request
 from service.wire import methods
 
-
-def predict_request_bytes(example: Path, model: str) -> bytes:
-    instances = np.array(json.loads(example.read_bytes())["instances"], dtype=np.float32)
-    request = wire.PredictRequest(model_spec=wire.ModelSpec(name=model))
-    request.inputs["image"].CopyFrom(array_to_tensor(instances))
-    return request.SerializeToString()
-
-
-REQUEST = predict_request_bytes(Path(sys.argv[3]), sys.argv[4])
+REQUEST = predict_request(Path(sys.argv[3]).read_bytes()).SerializeToString()
 backend = {}
 
 

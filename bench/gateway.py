@@ -9,7 +9,7 @@ front of it, then sends the same digits predict request at each concurrency:
              and does nothing else (what uvicorn and grpc.aio cost before any gateway's work);
 HTTP load comes from Debian's wrk (C), so the load generator is not what is measured.
 "client CPU ms/request" is the CPU time of the process that calls the model server (the direct
-client, the gateway or the naive gateway; wrk itself is not counted) per request answered.
+client or the HTTP front end; wrk itself is not counted) per request answered.
 It also measures the gateway's start-up (process start to the first /healthz answer; this is
 interpreter, imports and app start-up together) and its resident memory.
 
@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench.processes import cpu_seconds, free_port  # noqa: E402
 from service import wire  # noqa: E402
+from service.gateway.codec import array_to_tensor  # noqa: E402
 from service.wire import methods  # noqa: E402
 
 MODEL = "digits-cnn"
@@ -152,15 +153,17 @@ def _milliseconds(text: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-async def direct_load(grpc_address: str, body: bytes, concurrency: int, seconds: float) -> dict:
-    """The same request straight to the model server with grpc.aio (our wire messages)."""
+def predict_request(body: bytes) -> wire.PredictRequest:
+    """The PredictRequest for the row-format digits request `body` (our wire messages)."""
     instances = np.array(json.loads(body)["instances"], dtype=np.float32)
     request = wire.PredictRequest(model_spec=wire.ModelSpec(name=MODEL))
-    tensor = request.inputs["image"]
-    tensor.dtype = wire.types_pb2.DT_FLOAT
-    for size in instances.shape:
-        tensor.tensor_shape.dim.add(size=size)
-    tensor.tensor_content = instances.astype("<f4").tobytes()
+    request.inputs["image"].CopyFrom(array_to_tensor(instances))
+    return request
+
+
+async def direct_load(grpc_address: str, body: bytes, concurrency: int, seconds: float) -> dict:
+    """The same request straight to the model server with grpc.aio."""
+    request = predict_request(body)
     async with grpc.aio.insecure_channel(grpc_address) as channel:
         stub = methods.PREDICT.bind(channel)
 
@@ -308,7 +311,7 @@ def main() -> None:
         )  # fmt: skip
         floor = start(
             [sys.executable, str(REPO_ROOT / "bench" / "floor_gateway.py"), str(floor_port),
-             f"127.0.0.1:{grpc_port}", str(example), MODEL]
+             f"127.0.0.1:{grpc_port}", str(example)]
         )  # fmt: skip
         processes += [gateway, naive, floor]
         gateway_url = f"http://127.0.0.1:{gateway_port}"
