@@ -33,11 +33,11 @@ class Shortcut:
         exception_handlers: Mapping[Any, ExceptionHandler],
     ) -> None:
         for route in routes:
-            if len(inspect.signature(route.endpoint).parameters) != 1:
+            parameters = list(inspect.signature(route.endpoint).parameters)
+            if len(parameters) != 1:
                 raise TypeError(
                     f"route {route.path}: a shortcut endpoint must take the request alone, "
-                    f"{route.endpoint.__name__} takes "
-                    f"{list(inspect.signature(route.endpoint).parameters)}"
+                    f"{route.endpoint.__name__} takes {parameters}"
                 )
         self.app = app
         self.routes = routes
