@@ -4,7 +4,6 @@ Each part runs in its own process, as it would in a deployment: training and the
 TensorFlow, the gateway does not.
 """
 
-import ctypes
 import json
 import os
 import signal
@@ -20,13 +19,13 @@ import pipeline
 from pipeline.spec import SpecError, load_spec
 from service import model_repository
 from service.ports import ensure_free
+from service.processes import dies_with_parent
 from service.settings import get_settings
 
 DEFAULT_SPEC = Path(pipeline.__file__).parent / "specs" / "digits-cnn.yaml"
 HOST = "127.0.0.1"
 READY_TIMEOUT_SECONDS = 180
 STOP_TIMEOUT_SECONDS = 30
-PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 class UpError(RuntimeError):
@@ -93,15 +92,8 @@ def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         _nnserve(*args),
         env={**os.environ, **(env or {})},
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=dies_with_parent(signal.SIGTERM),
     )
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM the child if this supervisor dies without stopping it (kill -9)."""
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_until_available(

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+
+from service.processes import dies_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "tfserving-testdata"
@@ -43,11 +46,13 @@ def wait_until(
 
 
 def nnserve(*args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
-    """Start `nnserve ARGS` as a real subprocess, as a user would."""
+    """Start `nnserve ARGS` as a real subprocess, as a user would. It is killed if the test
+    process dies first, even by a crash that runs no fixture's teardown."""
     return subprocess.Popen(
         [sys.executable, "-m", "service.cli", *args],
         cwd=REPO_ROOT,
         env={**os.environ, **(env or {})},
+        preexec_fn=dies_with_parent(signal.SIGKILL),
         **popen,
     )
 

@@ -5,13 +5,10 @@ request an id (the client's `X-Request-ID` when it is a sane token), returns it 
 writes one access log line and records the request's metrics.
 """
 
-import json
 import logging
 import re
-import sys
 import time
 import uuid
-from datetime import UTC, datetime
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -41,37 +38,6 @@ LATENCY_BUCKETS = (
 
 access_log = logging.getLogger("nnserve.gateway.access")
 log = logging.getLogger("nnserve.gateway")
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and any `fields` extra."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            **getattr(record, "fields", {}),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        line = orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS)
-        if line.isascii():
-            return line.decode()
-        # ASCII only: a stderr that cannot encode a character would otherwise break the line.
-        return json.dumps(entry, default=str, ensure_ascii=True, separators=(",", ":"))
-
-
-def configure_json_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
 
 
 class GatewayMetrics:

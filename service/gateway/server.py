@@ -4,8 +4,8 @@ import gc
 
 import uvicorn
 
+from service import json_logging
 from service.gateway.app import create_app
-from service.gateway.observability import configure_json_logging
 from service.ports import listen
 from service.settings import get_settings
 
@@ -13,7 +13,8 @@ from service.settings import get_settings
 def serve(host: str, port: int) -> None:
     settings = get_settings()
     sock = listen(host, port)
-    configure_json_logging(settings.log_level)
+    level = settings.log_level
+    json_logging.configure(level, json_logging.capture_native_stderr(level))
     config = uvicorn.Config(
         create_app(settings),
         log_config=None,

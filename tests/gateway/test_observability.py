@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.gateway.observability import JsonFormatter
+from service.json_logging import JsonFormatter
 
 
 @pytest.mark.parametrize("path", ["/v1/models/digits:predict", "/v1/models/zürich:predict"])

@@ -7,7 +7,8 @@ import logging
 import httpx
 from prometheus_client import generate_latest
 
-from service.gateway.observability import GatewayMetrics, JsonFormatter, RequestObserver
+from service.gateway.observability import GatewayMetrics, RequestObserver
+from service.json_logging import JsonFormatter
 
 
 async def failing_app(scope, receive, send) -> None:
