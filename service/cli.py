@@ -7,12 +7,15 @@ import os
 import sys
 from pathlib import Path
 
+from service.model_server.channel_arguments import parse_channel_arguments
+from service.model_server.limits import DEFAULT_GRPC_MAX_THREADS, FeedLimits
 from service.ports import PortInUseError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -59,8 +62,22 @@ def _parser() -> argparse.ArgumentParser:
     server = commands.add_parser(
         "model-server",
         help="serve SavedModels over TensorFlow Serving's gRPC API",
-        description="Takes TensorFlow Serving's flag names, as --flag=value or --flag value.",
+        description="Takes TensorFlow Serving's flag names, as --flag=value or --flag value. "
+        "Serves from a child process that it starts again if it crashes.",
     )
+    add_model_server_arguments(server)
+    server.set_defaults(run=_model_server)
+
+    gateway = commands.add_parser("gateway", help="serve the HTTP API in front of the model server")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8000)
+    gateway.set_defaults(run=_gateway)
+    return parser
+
+
+def add_model_server_arguments(server: argparse.ArgumentParser) -> None:
+    """`nnserve model-server`'s flags: TF Serving's names, and a few of nnserve's own."""
+    limits = FeedLimits()
     server.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
     server.add_argument(
         "--host",
@@ -106,13 +123,42 @@ def _parser() -> argparse.ArgumentParser:
         const=True,
         default=False,
     )
-    server.set_defaults(run=_model_server)
+    server.add_argument(
+        "--grpc_max_threads",
+        type=_positive,
+        default=DEFAULT_GRPC_MAX_THREADS,
+        help="threads answering gRPC calls (default: 4 per CPU, as TF Serving: "
+        f"{DEFAULT_GRPC_MAX_THREADS} here)",
+    )
+    server.add_argument(
+        "--grpc_channel_arguments",
+        default="",
+        help="gRPC server arguments as key=value,key=value, such as "
+        "grpc.max_receive_message_length=134217728 (default limit 64 MiB; TF Serving's 2 GiB)",
+    )
+    for what, default, meaning in (
+        ("tensor", limits.max_tensor_elements, "elements of one input"),
+        ("request", limits.max_request_elements, "elements of all inputs of a request"),
+        ("string", limits.max_string_elements, "elements of one string input"),
+    ):
+        server.add_argument(
+            f"--max_{what}_elements",
+            type=_positive,
+            default=default,
+            help=f"most {meaning} a Predict may send (nnserve only; default {default})",
+        )
 
-    gateway = commands.add_parser("gateway", help="serve the HTTP API in front of the model server")
-    gateway.add_argument("--host", default="127.0.0.1")
-    gateway.add_argument("--port", type=int, default=8000)
-    gateway.set_defaults(run=_gateway)
-    return parser
+
+def check_model_server_arguments(args: argparse.Namespace) -> None:
+    """What can be refused before any TensorFlow is loaded."""
+    if (args.model_config_file is None) == (args.model_base_path is None):
+        raise UserError("give either --model_base_path (one model) or --model_config_file")
+    if args.batching_parameters_file and not args.enable_batching:
+        raise UserError("--batching_parameters_file is set without setting --enable_batching")
+    try:
+        parse_channel_arguments(args.grpc_channel_arguments)
+    except ValueError as error:
+        raise UserError(str(error)) from error
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -182,6 +228,16 @@ def _allow_slow_prefect_start() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
 def _flag_value(text: str) -> bool:
     """TF Serving's boolean flags: `--flag`, `--flag=true` or `--flag=false`."""
     if text.lower() in ("true", "1"):
@@ -192,50 +248,12 @@ def _flag_value(text: str) -> bool:
 
 
 def _model_server(args: argparse.Namespace) -> int:
-    from service.model_server.batching import BatchingParameters, read_batching_parameters
-    from service.model_server.config import ConfigError, read_config_file
-    from service.model_server.manager import ModelConfig
-    from service.model_server.servable import session_config
-    from service.model_server.server import ServerOptions, StartupError, serve
+    from service.model_server.supervisor import supervise
+    from service.settings import get_settings
 
-    if (args.model_config_file is None) == (args.model_base_path is None):
-        raise UserError("give either --model_base_path (one model) or --model_config_file")
-    if args.batching_parameters_file and not args.enable_batching:
-        raise UserError("--batching_parameters_file is set without setting --enable_batching")
-    try:
-        if args.model_config_file:
-            models = read_config_file(args.model_config_file)
-        else:
-            models = [ModelConfig(args.model_name, args.model_base_path.resolve())]
-        batching = None
-        if args.enable_batching:
-            batching = (
-                read_batching_parameters(args.batching_parameters_file)
-                if args.batching_parameters_file
-                else BatchingParameters()
-            )
-        session = session_config(
-            args.tensorflow_session_parallelism,
-            args.tensorflow_intra_op_parallelism,
-            args.tensorflow_inter_op_parallelism,
-        )
-    except (ConfigError, ValueError) as error:
-        raise UserError(str(error)) from error
-    options = ServerOptions(
-        host=args.host,
-        port=args.port,
-        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
-        model_config_file=args.model_config_file,
-        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
-        batching=batching,
-        session_config=session,
-        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
-    )
-    try:
-        serve(models, options)
-    except StartupError as error:
-        raise UserError(str(error)) from error
-    return 0
+    check_model_server_arguments(args)
+    serving = [sys.executable, "-m", "service.model_server", *args.argv[1:]]
+    return supervise(serving, get_settings().log_level)
 
 
 def _gateway(args: argparse.Namespace) -> int:

@@ -13,8 +13,9 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import IO, TextIO
 
 import orjson
 
@@ -73,7 +74,7 @@ def is_json_line(text: str) -> bool:
         return False
 
 
-def configure(level: str, stream: TextIO | None = None) -> None:
+def configure(level: str, stream: "TextIO | LineWriter | None" = None) -> None:
     """Send every Python log record at `level` or above to `stream` (stderr) as a JSON line."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -85,43 +86,55 @@ def configure(level: str, stream: TextIO | None = None) -> None:
         logging.getLogger(name).propagate = True
 
 
-def capture_native_stderr(level: str) -> TextIO:
-    """Route descriptor 2 through a pipe whose lines become JSON records; returns a stream on the
-    real stderr for Python's own records (pass it to `configure`).
-
-    Lines below `level` are dropped, as Python's records are.
-    """
-    threshold = logging.getLevelName(level.upper())
+def capture_native_stderr(level: str) -> "LineWriter":
+    """Route descriptor 2 through a pipe whose lines become JSON records; returns a writer on the
+    real stderr for Python's own records (pass it to `configure`)."""
     real_stderr = os.dup(2)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
-    lock = threading.Lock()
-    stream = _LineWriter(real_stderr, lock)
+    writer = LineWriter(real_stderr)
     # Python code that writes to sys.stderr (warnings, a thread's traceback) reaches the pipe too.
     sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
-
-    def relay() -> None:
-        with os.fdopen(read_end, "rb") as pipe:
-            for raw in pipe:
-                text = raw.decode("utf-8", errors="backslashreplace")
-                if not text.strip():
-                    continue
-                line_level, line = native_line(text)
-                if logging.getLevelName(line_level) >= threshold:
-                    stream.write_line(line)
-
-    threading.Thread(target=relay, name="native-stderr", daemon=True).start()
-    return stream
+    pipe = os.fdopen(read_end, "rb")
+    threading.Thread(
+        target=relay, args=(pipe, writer, level), name="native-stderr", daemon=True
+    ).start()
+    return writer
 
 
-class _LineWriter:
-    """A text stream on a descriptor that writes each line with one write(2), under a lock, so
-    lines from Python's records and from the relay never interleave."""
+def relay(
+    stream: IO[bytes],
+    writer: "LineWriter",
+    level: str,
+    on_native_line: Callable[[str], None] | None = None,
+) -> None:
+    """Copy a byte stream's lines to `writer` until it ends: JSON records as they are, any other
+    line (a native library's, a fatal error's report) wrapped as a record, unless below `level`.
+    `on_native_line` sees each wrapped line's text."""
+    threshold = logging.getLevelName(level.upper())
+    with stream:
+        for raw in stream:
+            text = raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+            if not text.strip():
+                continue
+            if is_json_line(text):
+                writer.write_line(text)
+                continue
+            if on_native_line is not None:
+                on_native_line(text)
+            line_level, line = native_line(text)
+            if logging.getLevelName(line_level) >= threshold:
+                writer.write_line(line)
 
-    def __init__(self, fd: int, lock: threading.Lock) -> None:
+
+class LineWriter:
+    """A text stream on a file descriptor that writes each line with whole write(2) calls under
+    a lock, so lines from Python's records and from a relay never interleave."""
+
+    def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._lock = lock
+        self._lock = threading.Lock()
         self._pending = ""
 
     def write(self, text: str) -> int:

@@ -65,6 +65,27 @@ def refused_start(*args: str, env: dict[str, str] | None = None, timeout: float 
     return stderr
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes `pid` started (Linux): `nnserve model-server` serves from its only child."""
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+
+
+def serving_pid(model_server: subprocess.Popen, timeout: float = 60) -> int:
+    """The process of a running `nnserve model-server` that loads TensorFlow and serves."""
+    found: list[int] = []
+    wait_until(
+        lambda: bool(found.extend(child_pids(model_server.pid)) or found),
+        timeout,
+        "the model server's serving process",
+        model_server,
+    )
+    return found[0]
+
+
 def stop(process: subprocess.Popen, timeout: float = 30) -> int:
     """SIGTERM, then SIGKILL if it has not exited within `timeout` (the status is then -9)."""
     if process.poll() is None:

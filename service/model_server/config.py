@@ -6,7 +6,7 @@ import grpc
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from service.model_server.errors import ServingError, invalid_argument
+from service.model_server.errors import ServingError, invalid_argument, shown
 from service.model_server.manager import ModelConfig, VersionPolicy
 
 CONFIG_TYPE = "tensorflow.serving.ModelServerConfig"
@@ -48,16 +48,16 @@ def _model(entry) -> ModelConfig:
     if not entry.model_platform:
         raise invalid_argument(
             "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
-            f"ModelServerConfig::model_platform, model name is {entry.name}"
+            f"ModelServerConfig::model_platform, model name is {shown(entry.name)}"
         )
     if entry.model_platform != "tensorflow":
         raise invalid_argument(
-            f"Model {entry.name} requests unsupported platform {entry.model_platform}"
+            f"Model {shown(entry.name)} requests unsupported platform {shown(entry.model_platform)}"
         )
     if not Path(entry.base_path).is_absolute():
         raise invalid_argument(
-            f"Expected model {entry.name} to have an absolute path or URI; "
-            f"got base_path()={entry.base_path}"
+            f"Expected model {shown(entry.name)} to have an absolute path or URI; "
+            f"got base_path()={shown(entry.base_path)}"
         )
     return ModelConfig(
         name=entry.name,

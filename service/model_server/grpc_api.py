@@ -20,10 +20,10 @@ from tensorflow_serving.apis import (
 
 from service.model_server import inference
 from service.model_server.config import models_from_config
-from service.model_server.errors import ServingError, invalid_argument
+from service.model_server.errors import ServingError, capped, invalid_argument, shown
 from service.model_server.manager import ModelManager
 from service.model_server.servable import DEFAULT_SIGNATURE
-from service.model_server.tensors import to_array, to_tensor_proto
+from service.model_server.tensors import to_tensor_proto
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,13 @@ def _status_on_error(context: grpc.ServicerContext) -> Iterator[None]:
     try:
         yield
     except ServingError as error:
-        context.abort(error.code, error.message)
+        context.abort(error.code, capped(error.message))
     except tf.errors.OpError as error:
-        context.abort(_GRPC_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN), error.message)
+        code = _GRPC_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN)
+        context.abort(code, capped(error.message))
     except Exception as error:
         log.exception("unexpected failure serving a request")
-        context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+        context.abort(grpc.StatusCode.INTERNAL, capped(f"{type(error).__name__}: {error}"))
 
 
 def _lease(manager: ModelManager, request):
@@ -60,8 +61,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request, context):
         with _status_on_error(context), _lease(self._manager, request) as (version, servable):
             signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            inputs = {name: to_array(name, tensor) for name, tensor in request.inputs.items()}
-            outputs = servable.run(signature_name, inputs, list(request.output_filter))
+            outputs = servable.predict(signature_name, request.inputs, list(request.output_filter))
             response = predict_pb2.PredictResponse()
             _fill_model_spec(response.model_spec, request.model_spec.name, version, signature_name)
             for alias, value in outputs.items():
@@ -77,7 +77,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 )
             for name in fields:
                 if name != SIGNATURE_DEF_FIELD:
-                    raise invalid_argument(f"Metadata field {name} is not supported")
+                    raise invalid_argument(f"Metadata field {shown(name)} is not supported")
             with _lease(self._manager, request) as (version, servable):
                 signature_defs = get_model_metadata_pb2.SignatureDefMap()
                 for key, signature in servable.signature_defs.items():

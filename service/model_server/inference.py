@@ -5,14 +5,12 @@ the signature input named "inputs"; classifiers answer with "classes" and/or "sc
 with "outputs". Messages and codes are TF Serving's.
 """
 
-from collections.abc import Sequence
-
 import grpc
 import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2, inference_pb2, input_pb2, regression_pb2
 
-from service.model_server.errors import ServingError, invalid_argument
+from service.model_server.errors import ServingError, invalid_argument, shown
 from service.model_server.servable import DEFAULT_SIGNATURE, SavedModelServable
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -42,7 +40,7 @@ def signature_for(
 ) -> tuple[str, meta_graph_pb2.SignatureDef]:
     name = name or DEFAULT_SIGNATURE
     if name not in servable.signature_defs:
-        raise invalid_argument(f"No signature was found with the name: {name}")
+        raise invalid_argument(f"No signature was found with the name: {shown(name)}")
     return name, servable.signature_defs[name]
 
 
@@ -82,10 +80,10 @@ def multi_inference(
             )
         name = task.model_spec.signature_name or DEFAULT_SIGNATURE
         if name in seen:
-            raise invalid_argument(f"Duplicate evaluation of signature: {name}")
+            raise invalid_argument(f"Duplicate evaluation of signature: {shown(name)}")
         seen.add(name)
         if name not in servable.signature_defs:
-            raise invalid_argument(f"Requested signature not found in model graph: {name}")
+            raise invalid_argument(f"Requested signature not found in model graph: {shown(name)}")
         signature = servable.signature_defs[name]
         if task.method_name == CLASSIFY_METHOD:
             aliases = _classification_outputs(signature)
@@ -95,7 +93,7 @@ def multi_inference(
         else:
             raise ServingError(
                 grpc.StatusCode.UNIMPLEMENTED,
-                f"Unsupported signature method_name: {task.method_name}",
+                f"Unsupported signature method_name: {shown(task.method_name)}",
             )
         fetches += [(name, alias) for alias in aliases]
 
@@ -212,7 +210,3 @@ def _shape(array: np.ndarray) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _fetch_keys(fetches: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    return list(fetches)

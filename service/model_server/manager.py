@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from service import model_repository
-from service.model_server.errors import ServingError, invalid_argument, not_found
+from service.model_server.errors import ServingError, invalid_argument, not_found, shown
 from service.model_server.servable import SavedModelServable
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class ModelManager:
         for name in names:
             if names.count(name) > 1:
                 raise invalid_argument(
-                    f"Illegal to list model {name} multiple times in config list"
+                    f"Illegal to list model {shown(name)} multiple times in config list"
                 )
         with self._sync_lock:
             with self._lock:
@@ -163,10 +163,10 @@ class ModelManager:
         served = model.served if model else {}
         if version is None:
             if not served:
-                raise not_found(f"Servable not found for request: Latest({name})")
+                raise not_found(f"Servable not found for request: Latest({shown(name)})")
             version = max(served)
         elif version not in served:
-            raise not_found(f"Servable not found for request: Specific({name}, {version})")
+            raise not_found(f"Servable not found for request: Specific({shown(name)}, {version})")
         return version, served[version]
 
     def statuses(self, name: str, version: int | None = None) -> list[VersionStatus]:
@@ -176,9 +176,9 @@ class ModelManager:
         if version is not None:
             known = [status for status in known if status.version == version]
             if not known:
-                raise not_found(f"Could not find version {version} of model {name}")
+                raise not_found(f"Could not find version {version} of model {shown(name)}")
         if not known:
-            raise not_found(f"Could not find any versions of model {name}")
+            raise not_found(f"Could not find any versions of model {shown(name)}")
         return sorted(known, key=lambda status: status.version, reverse=True)
 
     def _version_for_label(self, name: str, label: str) -> int:
@@ -186,7 +186,7 @@ class ModelManager:
             model = self._models.get(name)
             labels = dict(model.config.labels) if model else {}
         if label not in labels:
-            raise invalid_argument(f"Unrecognized servable version label: {label}")
+            raise invalid_argument(f"Unrecognized servable version label: {shown(label)}")
         return labels[label]
 
     def _check_labels(self) -> None:
@@ -200,7 +200,8 @@ class ModelManager:
                     raise ServingError(
                         grpc.StatusCode.FAILED_PRECONDITION,
                         f"Request to assign label to version {version} of model "
-                        f"{model.config.name}, which is not currently available for inference",
+                        f"{shown(model.config.name)}, which is not currently available for "
+                        "inference",
                     )
 
     def _poll_forever(self, interval_seconds: float) -> None:

@@ -12,10 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
+from service import shapes
+from service.model_server import feeds
 from service.model_server.batching import Batcher, BatchingParameters, Key
-from service.model_server.errors import failed_precondition, invalid_argument
+from service.model_server.errors import failed_precondition, invalid_argument, shown
+from service.model_server.graph_shapes import GraphShapes
+from service.model_server.limits import FeedLimits
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -26,8 +31,10 @@ class SavedModelServable:
         version_dir: Path,
         batching: BatchingParameters | None = None,
         session_config: config_pb2.ConfigProto | None = None,
+        feed_limits: FeedLimits | None = None,
     ) -> None:
         self.path = version_dir
+        self.feed_limits = feed_limits or FeedLimits()
         self.session_config = session_config or config_pb2.ConfigProto()
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph, config=self.session_config)
@@ -38,6 +45,7 @@ class SavedModelServable:
         self.signature_defs: Mapping[str, meta_graph_pb2.SignatureDef] = dict(
             meta_graph.signature_def
         )
+        self.graph_shapes = GraphShapes(meta_graph)
         self._callables: dict[Key, Callable[..., list[np.ndarray]]] = {}
         self._callables_lock = threading.Lock()
         self._batcher = Batcher(batching, self._run_callable) if batching else None
@@ -49,8 +57,22 @@ class SavedModelServable:
     def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
         name = name or DEFAULT_SIGNATURE
         if name not in self.signature_defs:
-            raise failed_precondition(f'Serving signature key "{name}" not found.')
+            raise failed_precondition(f'Serving signature key "{shown(name)}" not found.')
         return self.signature_defs[name]
+
+    def predict(
+        self,
+        signature_name: str,
+        tensors: Mapping[str, tensor_pb2.TensorProto],
+        output_filter: Sequence[str] = (),
+    ) -> dict[str, np.ndarray]:
+        """Predict: a request's tensors, checked before they are decoded, through a signature."""
+        signature_name = signature_name or DEFAULT_SIGNATURE
+        signature = self.signature(signature_name)
+        inputs = feeds.decode_inputs(
+            signature_name, signature, tensors, self.feed_limits, self.graph_shapes
+        )
+        return self.run(signature_name, inputs, output_filter)
 
     def run(
         self,
@@ -73,24 +95,32 @@ class SavedModelServable:
     ) -> dict[tuple[str, str], np.ndarray]:
         """One session run for several signatures: inputs by signature, then by alias; outputs
         by (signature, alias)."""
-        feeds: dict[str, np.ndarray] = {}
+        by_tensor_name: dict[str, np.ndarray] = {}
         for signature_name, signature_inputs in inputs.items():
             signature = self.signature(signature_name)
-            _check_input_names(signature, signature_inputs)
+            feeds.check_input_names(signature, signature_inputs)
             _check_input_dtypes(signature, signature_inputs)
             for alias, value in signature_inputs.items():
-                feeds[signature.inputs[alias].name] = value
+                by_tensor_name[signature.inputs[alias].name] = value
         tensor_names = [self.signature_defs[sig].outputs[alias].name for sig, alias in fetches]
         fetch_names = tuple(dict.fromkeys(tensor_names))  # each tensor fetched once
-        feed_names = tuple(sorted(feeds))
-        key, feed_values = (feed_names, fetch_names), [feeds[name] for name in feed_names]
+        feed_names = tuple(sorted(by_tensor_name))
+        key = (feed_names, fetch_names)
+        feed_values = [by_tensor_name[name] for name in feed_names]
         try:
             if self._batcher is not None:
                 values = self._batcher.submit(key, feed_values)
             else:
                 values = self._run_callable(key, feed_values)
         except tf.errors.InvalidArgumentError as error:
-            message = _explain_run_error(self.signature_defs, inputs, error)
+            message = _explain_run_error(self.signature_defs, inputs, error.message)
+            raise invalid_argument(message) from error
+        except UnicodeDecodeError as error:
+            # TensorFlow could not turn the graph's error message into text: it quotes input
+            # bytes that are not UTF-8 (a tf.Example that does not parse). Its code is lost on
+            # the way; such messages come from ops refusing their input.
+            text = error.object.decode("utf-8", errors="backslashreplace")
+            message = _explain_run_error(self.signature_defs, inputs, text)
             raise invalid_argument(message) from error
         by_name = dict(zip(fetch_names, values, strict=True))
         return {fetch: by_name[name] for fetch, name in zip(fetches, tensor_names, strict=True)}
@@ -158,29 +188,13 @@ def session_config(
     )
 
 
-def _check_input_names(
-    signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, np.ndarray]
-) -> None:
-    expected, sent = set(signature.inputs), set(inputs)
-    if expected != sent:
-        raise invalid_argument(
-            f"input size does not match signature: {len(sent)}!={len(expected)} "
-            f"len({_names(sent)}) != len({_names(expected)}). "
-            f"Sent extra: {_names(sent - expected)}. "
-            f"Missing but required: {_names(expected - sent)}."
-        )
-
-
 def _check_input_dtypes(
     signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, np.ndarray]
 ) -> None:
     for name, value in inputs.items():
         expected = signature.inputs[name].dtype
         if not _accepts(expected, value.dtype):
-            raise invalid_argument(
-                f"input '{name}' has dtype {tf.dtypes.as_dtype(value.dtype).name} but the "
-                f"signature expects {tf.dtypes.as_dtype(expected).name}"
-            )
+            raise feeds.dtype_error(name, tf.dtypes.as_dtype(value.dtype).name, expected)
 
 
 @functools.cache
@@ -200,11 +214,11 @@ def _select_outputs(
     for alias in output_filter:
         if alias not in signature.outputs:
             raise invalid_argument(
-                f"output tensor alias not found in signature: {alias} Outputs expected to be in "
-                f"the set {_names(signature.outputs)}."
+                f"output tensor alias not found in signature: {shown(alias)} Outputs expected "
+                f"to be in the set {_names(signature.outputs)}."
             )
     if len(set(output_filter)) != len(output_filter):
-        repeated = sorted({alias for alias in output_filter if output_filter.count(alias) > 1})
+        repeated = sorted({shown(a) for a in output_filter if output_filter.count(a) > 1})
         raise invalid_argument(f"duplicate output tensor alias in output_filter: {repeated}")
     return tuple(output_filter)
 
@@ -212,26 +226,20 @@ def _select_outputs(
 def _explain_run_error(
     signature_defs: Mapping[str, meta_graph_pb2.SignatureDef],
     inputs: Mapping[str, Mapping[str, np.ndarray]],
-    error: tf.errors.InvalidArgumentError,
+    error_message: str,
 ) -> str:
     """The graph's own message, prefixed by the inputs whose shapes the signature does not admit."""
     mismatches = []
     for signature_name, signature_inputs in inputs.items():
         for name, value in sorted(signature_inputs.items()):
-            declared = tf.TensorShape(signature_defs[signature_name].inputs[name].tensor_shape)
-            if not declared.is_compatible_with(value.shape):
+            declared = feeds.declared_shape(signature_defs[signature_name].inputs[name])
+            if not shapes.compatible(value.shape, declared):
                 mismatches.append(
-                    f"input '{name}' has shape {list(value.shape)} but the signature expects "
-                    f"{_shape_text(declared)}"
+                    f"input '{shown(name)}' has shape {shapes.text(value.shape)} but the "
+                    f"signature expects {shapes.text(declared)}"
                 )
-    return "; ".join([*mismatches, error.message]) if mismatches else error.message
-
-
-def _shape_text(shape: tf.TensorShape) -> str:
-    if shape.rank is None:
-        return "any shape"
-    return "[" + ", ".join("-1" if dim is None else str(dim) for dim in shape.as_list()) + "]"
+    return "; ".join([*mismatches, error_message]) if mismatches else error_message
 
 
 def _names(names) -> str:
-    return "{" + ", ".join(sorted(names)) + "}"
+    return "{" + ", ".join(sorted(shown(name) for name in names)) + "}"

@@ -5,7 +5,7 @@ import logging
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -14,9 +14,11 @@ from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from service.model_server.batching import BatchingParameters
+from service.model_server.channel_arguments import ChannelArguments
 from service.model_server.config import ConfigError, read_config_file
 from service.model_server.errors import ServingError
 from service.model_server.grpc_api import ModelService, PredictionService
+from service.model_server.limits import DEFAULT_GRPC_MAX_THREADS, FeedLimits
 from service.model_server.manager import ModelConfig, ModelManager
 from service.model_server.warmup import load_and_warm_up
 from service.ports import PortInUseError
@@ -24,6 +26,15 @@ from service.ports import PortInUseError
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 30
+# gRPC server settings before --grpc_channel_arguments, which may override each. TF Serving takes
+# messages up to 2 GiB; a smaller default bounds what one request can make the server hold.
+DEFAULT_CHANNEL_ARGUMENTS = (
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # Clients (the gateway) keep idle connections alive with pings; without these gRPC's server
+    # answers a ping more often than every 5 minutes, or one without calls, with GOAWAY.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+)
 
 
 class StartupError(RuntimeError):
@@ -39,15 +50,26 @@ class ServerOptions:
     model_config_file_poll_wait_seconds: float = 0.0
     batching: BatchingParameters | None = None
     session_config: config_pb2.ConfigProto | None = None
+    feed_limits: FeedLimits = field(default_factory=FeedLimits)
     allow_version_labels_for_unavailable_models: bool = False
-    max_workers: int = 32
+    grpc_max_threads: int = DEFAULT_GRPC_MAX_THREADS
+    grpc_channel_arguments: ChannelArguments = ()
 
 
-def build_server(manager: ModelManager, host: str, port: int, max_workers: int = 32) -> grpc.Server:
+def build_server(
+    manager: ModelManager,
+    host: str,
+    port: int,
+    max_threads: int = DEFAULT_GRPC_MAX_THREADS,
+    channel_arguments: ChannelArguments = (),
+) -> grpc.Server:
+    arguments = dict(DEFAULT_CHANNEL_ARGUMENTS)
+    arguments.update(channel_arguments)
     # gRPC sets SO_REUSEPORT by default, which would let a second server share a port silently.
+    arguments["grpc.so_reuseport"] = 0
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers),
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 2**31 - 1)],
+        futures.ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="grpc"),
+        options=list(arguments.items()),
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(manager), server
@@ -75,7 +97,10 @@ def new_manager(options: ServerOptions) -> ModelManager:
     return ModelManager(
         [],
         load=functools.partial(
-            load_and_warm_up, batching=options.batching, session_config=options.session_config
+            load_and_warm_up,
+            batching=options.batching,
+            session_config=options.session_config,
+            feed_limits=options.feed_limits,
         ),
         allow_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
     )
@@ -105,7 +130,13 @@ def serve(models: list[ModelConfig], options: ServerOptions) -> None:
         signal.signal(signum, lambda *_: stopping.set())
     manager = new_manager(options)
     # Bound before loading: a taken port is reported before minutes of model loading.
-    server = build_server(manager, options.host, options.port, options.max_workers)
+    server = build_server(
+        manager,
+        options.host,
+        options.port,
+        options.grpc_max_threads,
+        options.grpc_channel_arguments,
+    )
     load_initial_models(manager, models)
     manager.start_polling(options.file_system_poll_wait_seconds)
     config_poller = _poll_config_file(manager, options, stopping)

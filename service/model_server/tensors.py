@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 
+from service import shapes
 from service.model_server.errors import invalid_argument
 
 # dtype -> the TensorProto field TF's Tensor::AsProtoField fills for it.
@@ -37,6 +38,35 @@ _FIXED_SIZE_DTYPES = {
     dtype.as_datatype_enum: np.dtype(dtype.as_numpy_dtype)
     for dtype in (*_VALUE_FIELD_BY_DTYPE, tf.complex64, tf.complex128)
 }
+# Where each DataType keeps its values when not in tensor_content, and how many numbers make one
+# value (a complex number is two).
+_CARRIED_VALUES = {
+    **{dtype.as_datatype_enum: (field, 1) for dtype, field in _VALUE_FIELD_BY_DTYPE.items()},
+    tf.string.as_datatype_enum: ("string_val", 1),
+    tf.complex64.as_datatype_enum: ("scomplex_val", 2),
+    tf.complex128.as_datatype_enum: ("dcomplex_val", 2),
+}
+
+
+def values_problem(tensor: tensor_pb2.TensorProto, shape: tuple[int, ...]) -> str | None:
+    """What is wrong with the values a tensor carries for its shape, if anything. Fewer values
+    than elements are TensorFlow's shorthand (the last one repeats); more are not."""
+    elements = math.prod(shape)
+    dtype = _FIXED_SIZE_DTYPES.get(tensor.dtype)
+    if tensor.tensor_content and dtype is not None:
+        if len(tensor.tensor_content) != elements * dtype.itemsize:
+            return (
+                f"tensor_content has {len(tensor.tensor_content)} bytes, but the shape "
+                f"{shapes.text(shape)} of {dtype.name} needs {elements * dtype.itemsize}"
+            )
+        return None
+    if tensor.dtype not in _CARRIED_VALUES:
+        return None  # a dtype decoding checks by itself
+    field, numbers_per_value = _CARRIED_VALUES[tensor.dtype]
+    count = len(getattr(tensor, field)) // numbers_per_value
+    if count > elements:
+        return f"{count} values for the shape {shapes.text(shape)} of {elements} elements"
+    return None
 
 
 def to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:

@@ -16,8 +16,8 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from service.model_server import inference
 from service.model_server.batching import BatchingParameters
+from service.model_server.limits import FeedLimits
 from service.model_server.servable import DEFAULT_SIGNATURE, SavedModelServable
-from service.model_server.tensors import to_array
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ def _replay(servable: SavedModelServable, records: Path) -> int:
         kind = record.WhichOneof("log_type")
         if kind == "predict_log":
             request = record.predict_log.request
-            inputs = {name: to_array(name, t) for name, t in request.inputs.items()}
-            servable.run(request.model_spec.signature_name, inputs, list(request.output_filter))
+            signature_name = request.model_spec.signature_name
+            servable.predict(signature_name, request.inputs, list(request.output_filter))
         elif kind == "classify_log":
             request = record.classify_log.request
             inference.classify(servable, request.model_spec.signature_name, request.input)
@@ -82,8 +82,9 @@ def load_and_warm_up(
     version_dir: Path,
     batching: BatchingParameters | None = None,
     session_config: config_pb2.ConfigProto | None = None,
+    feed_limits: FeedLimits | None = None,
 ) -> SavedModelServable:
-    servable = SavedModelServable(version_dir, batching, session_config)
+    servable = SavedModelServable(version_dir, batching, session_config, feed_limits)
     servable.warmup_calls = warm_up(servable)
     log.info("warmed up %s with %d call(s)", version_dir, servable.warmup_calls)
     return servable

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import refused_start
+from support import refused_start, serving_pid
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from service.model_server.manager import ModelConfig
@@ -86,4 +86,4 @@ def test_session_parallelism_sets_the_servers_compute_threads(half_plus_two, mod
         request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[2.0]], np.float32)))
         response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request)
         assert tf.make_ndarray(response.outputs["y"]).tolist() == [[3.0]]
-        assert _threads_named(server.pid, "tf_Compute") == 5
+        assert _threads_named(serving_pid(server), "tf_Compute") == 5

@@ -1,0 +1,26 @@
+"""TF Serving's --grpc_channel_arguments flag (TensorFlow-free: the CLI checks it up front)."""
+
+ChannelArguments = tuple[tuple[str, int | str], ...]
+
+
+def parse_channel_arguments(text: str) -> ChannelArguments:
+    """TF Serving's --grpc_channel_arguments: "key=value,key=value", a value that reads as a
+    32-bit integer passed as one, any other as a string (TF Serving's rule)."""
+    arguments = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(
+                f"--grpc_channel_arguments: expected key=value items separated by commas, "
+                f"got {item!r}"
+            )
+        arguments.append((key.strip(), _int32(value)))
+    return tuple(arguments)
+
+
+def _int32(value: str) -> int | str:
+    try:
+        number = int(value)
+    except ValueError:
+        return value
+    return number if -(2**31) <= number < 2**31 else value
