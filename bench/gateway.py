@@ -43,7 +43,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.processes import cpu_seconds, free_port  # noqa: E402
+from bench.processes import cpu_seconds, free_port, rss_mb  # noqa: E402
 from service import wire  # noqa: E402
 from service.gateway.codec import array_to_tensor  # noqa: E402
 from service.wire import methods  # noqa: E402
@@ -90,13 +90,6 @@ def placement(kind: str) -> tuple[set[int] | None, set[int] | None]:
     if len(cpus) < 2:
         raise SystemExit("--placement split needs at least two CPUs")
     return {cpus[0]}, set(cpus[1:])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def run_load(call, concurrency: int, seconds: float) -> list[float]:
@@ -207,7 +200,7 @@ def measure(
         for _ in range(rounds):
             for name in ("direct", *urls):
                 front, server = pids[name], pids["model server"]
-                before = cpu_seconds(front), cpu_seconds(server)
+                before = cpu_seconds(front), cpu_seconds(server, descendants=True)
                 if name == "direct":
                     row = asyncio.run(direct_load(grpc_address, body, concurrency, seconds))
                 else:
@@ -215,7 +208,8 @@ def measure(
                 # The warm-up second is inside the CPU time, so it counts its requests too.
                 requests = row["rps"] * (seconds + 1)
                 row["front_cpu_ms"] = (cpu_seconds(front) - before[0]) * 1000 / requests
-                row["server_cpu_ms"] = (cpu_seconds(server) - before[1]) * 1000 / requests
+                server_cpu = cpu_seconds(server, descendants=True) - before[1]
+                row["server_cpu_ms"] = server_cpu * 1000 / requests
                 results.setdefault((name, concurrency), []).append(row)
                 print(f"  c={concurrency:<3} {name:<8} {row}", flush=True)
     return results

@@ -96,9 +96,10 @@ Cell = tuple[float, list[float], float]  # requests/s, latencies (s), CPU ms per
 
 def with_cpu(measure, pid: int | str = "self") -> Cell:
     """`measure()` -> (requests/s, latencies), plus the CPU ms per request `pid` spent on it."""
-    before = cpu_seconds(pid)
+    descendants = pid != "self"  # the model server serves from a child process
+    before = cpu_seconds(pid, descendants)
     rate, latencies = measure()
-    return rate, latencies, (cpu_seconds(pid) - before) * 1000 / len(latencies)
+    return rate, latencies, (cpu_seconds(pid, descendants) - before) * 1000 / len(latencies)
 
 
 def bench_server(address: str, pid: int, seconds: float) -> dict[int, Cell]:

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         4096 * 4096, gt=0, description="Largest uploaded image (width x height) the gateway decodes"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Level of the gateway's JSON logs"
+        "INFO", description="Level of the gateway's and the model server's JSON logs"
     )
 
     def api_key_list(self) -> list[str]:
