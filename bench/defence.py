@@ -8,7 +8,7 @@ First line (service/model_server/feeds.py): each Predict tensor is checked again
 before it is decoded, and a shape the signature does not declare is put to the graph's shape
 inference once (then cached).
 - per request: checking and decoding the digits model's one-image request, against decoding
-  alone (what the server did before), in process, beside one session run of the model;
+  alone, in process, beside one session run of the model;
 - per new undeclared shape: importing the graph for shape inference, for the digits CNN and for
   Keras's ResNet50 architecture (built here with weights=None: nothing is downloaded).
 
@@ -66,7 +66,7 @@ def first_line_per_request(version_dir: Path, rounds: int) -> dict[str, float]:
     )
 
     def decoded() -> dict:
-        return {name: to_array(name, tensor) for name, tensor in tensors.items()}
+        return {name: to_array(name, tensor, (1, 8, 8, 1)) for name, tensor in tensors.items()}
 
     run = functools.partial(servable.run, "", {"image": image()})
     run()

@@ -55,8 +55,11 @@ def decode_inputs(
         if problem:
             raise invalid_argument(f"tensor parsing error: {shown(alias)}: {problem}")
         sent_shapes[alias] = shape
-    _check_shapes(signature_name, signature, sent_shapes, graph_shapes)
-    return {alias: to_array(shown(alias), tensor) for alias, tensor in tensors.items()}
+    _check_shapes(signature_name, sent_shapes, graph_shapes)
+    return {
+        alias: to_array(shown(alias), tensor, sent_shapes[alias])
+        for alias, tensor in tensors.items()
+    }
 
 
 def check_input_names(signature: meta_graph_pb2.SignatureDef, sent_names) -> None:
@@ -85,17 +88,17 @@ def dtype_name(datatype: int) -> str:
 
 
 def _claimed_shape(alias: str, tensor: tensor_pb2.TensorProto) -> tuple[int, ...]:
-    shape = tensor.tensor_shape
+    sizes = tuple([dim.size for dim in tensor.tensor_shape.dim])
     problem = None
-    if shape.unknown_rank:
+    if tensor.tensor_shape.unknown_rank:
         problem = "its shape has unknown_rank set; a tensor sent to a model needs a known shape"
-    elif len(shape.dim) > MAX_RANK:
-        problem = f"its shape has {len(shape.dim)} dimensions, more than TensorFlow's {MAX_RANK}"
-    elif any(dim.size < 0 for dim in shape.dim):
-        problem = f"its shape {shapes.text([d.size for d in shape.dim])} has a negative size"
+    elif len(sizes) > MAX_RANK:
+        problem = f"its shape has {len(sizes)} dimensions, more than TensorFlow's {MAX_RANK}"
+    elif sizes and min(sizes) < 0:
+        problem = f"its shape {shapes.text(sizes)} has a negative size"
     if problem:
         raise invalid_argument(f"tensor parsing error: {shown(alias)}: {problem}")
-    return tuple(dim.size for dim in shape.dim)
+    return sizes
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -114,12 +117,11 @@ def _over_limit(alias: str, shape: tuple[int, ...], size: int, limit: int, what:
 
 def _check_shapes(
     signature_name: str,
-    signature: meta_graph_pb2.SignatureDef,
     sent_shapes: Mapping[str, tuple[int, ...]],
     graph_shapes: GraphShapes,
 ) -> None:
     """Shapes the signature declares are fed; any other only if the graph takes it."""
-    declared = {alias: declared_shape(signature.inputs[alias]) for alias in sent_shapes}
+    declared = graph_shapes.declared(signature_name)
     undeclared = {
         alias: shape
         for alias, shape in sent_shapes.items()
@@ -137,13 +139,6 @@ def _check_shapes(
         for alias, shape in sorted(undeclared.items())
     )
     raise invalid_argument(f"{mismatches}, and the model's graph cannot take it: {reason}")
-
-
-def declared_shape(info: meta_graph_pb2.TensorInfo) -> tuple[int | None, ...] | None:
-    """A TensorInfo's shape as service.shapes takes it."""
-    if info.tensor_shape.unknown_rank:
-        return None
-    return tuple(None if dim.size < 0 else dim.size for dim in info.tensor_shape.dim)
 
 
 def _names(names) -> str:

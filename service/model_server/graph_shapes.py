@@ -25,6 +25,14 @@ OUTPUT_SHAPES_ATTR = "_output_shapes"
 _NODE_SUFFIX = re.compile(r" for '\{\{node ([^}]+)\}\}.*", re.DOTALL)
 
 ShapeKey = tuple[int | None, ...]
+Declared = tuple[int | None, ...] | None  # None: an unknown rank
+
+
+def declared_shape(info: meta_graph_pb2.TensorInfo) -> Declared:
+    """A TensorInfo's shape as service.shapes takes it."""
+    if info.tensor_shape.unknown_rank:
+        return None
+    return tuple(None if dim.size < 0 else dim.size for dim in info.tensor_shape.dim)
 
 
 class GraphShapes:
@@ -33,6 +41,14 @@ class GraphShapes:
         self._graph_def: graph_pb2.GraphDef | None = None
         self._answers: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._declared = {
+            name: {alias: declared_shape(info) for alias, info in signature.inputs.items()}
+            for name, signature in meta_graph.signature_def.items()
+        }
+
+    def declared(self, signature_name: str) -> dict[str, Declared]:
+        """The input shapes a signature declares, by alias."""
+        return self._declared[signature_name]
 
     def refusal(self, signature_name: str, shapes: Mapping[str, ShapeKey]) -> str | None:
         """Why the signature's graph cannot take inputs of these shapes (None: it can). `shapes`

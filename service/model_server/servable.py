@@ -19,7 +19,7 @@ from service import shapes
 from service.model_server import feeds
 from service.model_server.batching import Batcher, BatchingParameters, Key
 from service.model_server.errors import failed_precondition, invalid_argument, shown
-from service.model_server.graph_shapes import GraphShapes
+from service.model_server.graph_shapes import GraphShapes, declared_shape
 from service.model_server.limits import FeedLimits
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -232,7 +232,7 @@ def _explain_run_error(
     mismatches = []
     for signature_name, signature_inputs in inputs.items():
         for name, value in sorted(signature_inputs.items()):
-            declared = feeds.declared_shape(signature_defs[signature_name].inputs[name])
+            declared = declared_shape(signature_defs[signature_name].inputs[name])
             if not shapes.compatible(value.shape, declared):
                 mismatches.append(
                     f"input '{shown(name)}' has shape {shapes.text(value.shape)} but the "

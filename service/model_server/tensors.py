@@ -69,14 +69,12 @@ def values_problem(tensor: tensor_pb2.TensorProto, shape: tuple[int, ...]) -> st
     return None
 
 
-def to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:
+def to_array(name: str, tensor: tensor_pb2.TensorProto, shape: tuple[int, ...]) -> np.ndarray:
+    """A checked tensor (its `shape` read and `values_problem` found nothing) as an array."""
     dtype = _FIXED_SIZE_DTYPES.get(tensor.dtype)
     if dtype is not None and tensor.tensor_content:
         # What tf.make_ndarray does for this encoding, without its per-call dtype machinery.
-        shape = [dim.size for dim in tensor.tensor_shape.dim]
-        count = math.prod(shape)
-        if min(shape, default=0) >= 0 and len(tensor.tensor_content) == dtype.itemsize * count:
-            return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(shape).copy()
+        return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(shape).copy()
     try:
         return tf.make_ndarray(tensor)
     except Exception as error:
