@@ -2,6 +2,16 @@
 
 ChannelArguments = tuple[tuple[str, int | str], ...]
 
+# gRPC server settings before --grpc_channel_arguments, which may override each. TF Serving takes
+# messages up to 2 GiB; a smaller default bounds what one request can make the server hold.
+DEFAULT_CHANNEL_ARGUMENTS = (
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # Clients (the gateway) keep idle connections alive with pings; without these gRPC's server
+    # answers a ping more often than every 5 minutes, or one without calls, with GOAWAY.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+)
+
 
 def parse_channel_arguments(text: str) -> ChannelArguments:
     """TF Serving's --grpc_channel_arguments: "key=value,key=value", a value that reads as a

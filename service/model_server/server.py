@@ -14,7 +14,7 @@ from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from service.model_server.batching import BatchingParameters
-from service.model_server.channel_arguments import ChannelArguments
+from service.model_server.channel_arguments import DEFAULT_CHANNEL_ARGUMENTS, ChannelArguments
 from service.model_server.config import ConfigError, read_config_file
 from service.model_server.errors import ServingError
 from service.model_server.grpc_api import ModelService, PredictionService
@@ -26,15 +26,6 @@ from service.ports import PortInUseError
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 30
-# gRPC server settings before --grpc_channel_arguments, which may override each. TF Serving takes
-# messages up to 2 GiB; a smaller default bounds what one request can make the server hold.
-DEFAULT_CHANNEL_ARGUMENTS = (
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    # Clients (the gateway) keep idle connections alive with pings; without these gRPC's server
-    # answers a ping more often than every 5 minutes, or one without calls, with GOAWAY.
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-)
 
 
 class StartupError(RuntimeError):

@@ -23,6 +23,10 @@ from deploy.helpers import (
 from packaging.requirements import Requirement
 
 from service.cli import _parser
+from service.model_server.channel_arguments import (
+    DEFAULT_CHANNEL_ARGUMENTS,
+    parse_channel_arguments,
+)
 from service.settings import Settings
 
 GRPC_PORT, GATEWAY_PORT, PREFECT_PORT = 8500, 8000, 4200
@@ -90,6 +94,14 @@ def test_grpc_port(compose, objects):
     }
     assert set(addresses.values()) == {f"tfserving:{GRPC_PORT}"}, addresses
     assert "tfserving" in compose["services"]
+
+
+def test_tf_serving_gets_the_grpc_settings_nnserve_model_server_defaults_to(compose, objects):
+    """The same message limit and keepalive policy whichever model server the gateway calls."""
+    tfserving = find(dev(objects), "Deployment", "tfserving")["spec"]["template"]["spec"]
+    for args in (compose["services"]["tfserving"]["command"], tfserving["containers"][0]["args"]):
+        given = parse_channel_arguments(flags(args)["grpc_channel_arguments"])
+        assert dict(given) == dict(DEFAULT_CHANNEL_ARGUMENTS)
 
 
 def test_gateway_port(compose, objects):

@@ -8,9 +8,12 @@ import tensorflow as tf
 from support import free_port, refused_start
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from service.model_server.channel_arguments import parse_channel_arguments
+from service.model_server.channel_arguments import (
+    DEFAULT_CHANNEL_ARGUMENTS,
+    parse_channel_arguments,
+)
 from service.model_server.manager import ModelConfig, ModelManager
-from service.model_server.server import DEFAULT_CHANNEL_ARGUMENTS, build_server
+from service.model_server.server import build_server
 
 
 def predict(channel: grpc.Channel, x: np.ndarray) -> predict_pb2.PredictResponse:
