@@ -121,6 +121,18 @@ CASES = [
         ("input 'inputs' has 20000000 elements", "--max_tensor_elements"),
     ),
     Case(
+        # Not a serialized tf.Example, and not UTF-8: TensorFlow's parse error quotes the byte.
+        "non-utf8-example-to-classify-signature",
+        lambda stack: with_model_spec(
+            predict_request(
+                HALF_PLUS_TWO, inputs=claimed(types_pb2.DT_STRING, [1], string_val=[b"\xff"])
+            ),
+            signature_name="classify_x_to_y",
+        ),
+        (Code.INVALID_ARGUMENT,),
+        ("example",),
+    ),
+    Case(
         "tensor-content-48MiB",
         lambda stack: predict_request(
             HALF_PLUS_TWO, x=as_tensor_content(half_plus_two_x(48 * MIB // 4))
