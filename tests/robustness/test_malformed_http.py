@@ -293,38 +293,40 @@ def unterminated_header() -> bytes:
 def test_oversized_headers_get_a_4xx_naming_the_headers(stack, headers):
     port = int(stack.gateway.url.rsplit(":", 1)[1])
     request = f"GET /v1/models/{HALF_PLUS_TWO} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
-    status, answer = raw_exchange(port, request + headers())
+    answer, ending = raw_exchange(port, request + headers())
+    status_line = answer.split(b"\r\n", 1)[0].split()
+    status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else None
     problems = []
     if status is None or not 400 <= status < 500 or status == 429:
-        problems.append(f"answered {answer[:300]!r} within {SOCKET_TIMEOUT} s; expected a 4xx")
+        problems.append(f"answered {answer[:300]!r} ({ending}); expected a 4xx")
     elif b"header" not in answer.lower():
         problems.append(f"the answer does not say what was wrong: {answer[:300]!r}")
     problems += stack.health_problems()
     assert not problems, "\n".join(problems)
 
 
-def raw_exchange(port: int, data: bytes) -> tuple[int | None, bytes]:
-    """Send `data` (as much as the server reads) and return the answer's status and its first
-    bytes; a server may answer, and close, before it has read everything."""
+def raw_exchange(port: int, data: bytes) -> tuple[bytes, str]:
+    """Send `data` (as much as the server reads) and return the first bytes of the answer and
+    how it ended; a server may answer, and close, before it has read everything."""
     with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as sock:
         # A server that answered early (or stopped reading) has said what it has to say.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
             sock.sendall(data)
         answer = b""
         deadline = time.monotonic() + SOCKET_TIMEOUT
-        while len(answer) < 65536 and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             try:
                 chunk = sock.recv(65536)
-            except (ConnectionResetError, TimeoutError):
+            except ConnectionResetError:
+                return answer, "the gateway reset the connection"
+            except TimeoutError:
                 break
             if not chunk:
-                break
+                return answer, "the gateway closed the connection"
             answer += chunk
-            if _complete(answer):
-                break
-    status_line = answer.split(b"\r\n", 1)[0].split()
-    status = int(status_line[1]) if len(status_line) >= 2 and status_line[1].isdigit() else None
-    return status, answer
+            if _complete(answer) or len(answer) >= 65536:
+                return answer, "answered"
+    return answer, f"nothing more within {SOCKET_TIMEOUT} s"
 
 
 def _complete(answer: bytes) -> bool:
