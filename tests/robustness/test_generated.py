@@ -18,6 +18,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from robustness.stack import DIGITS, HALF_PLUS_TWO, Stack
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
@@ -27,6 +28,12 @@ EXAMPLES_PER_BATCH = 100
 CALL_TIMEOUT = 60
 MAX_TENSOR_ELEMENTS = 16_777_216  # the model server's default --max_tensor_elements
 FAILURES_SHOWN = 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hypothesis_home(tmp_path_factory) -> None:
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))  # caches out of the repository
+
 
 SETTINGS = settings(
     max_examples=EXAMPLES_PER_BATCH,
@@ -161,7 +168,9 @@ def tensor_protos(draw, dtype: int, declared: list[int]) -> tensor_pb2.TensorPro
         size = draw(st.sampled_from([0, 1, 3, 4, 7, 8, 64, 1024]))
         if count <= SMALL and draw(st.booleans()):
             size = count * draw(st.sampled_from([1, 2, 4, 8, 16]))
-        proto.tensor_content = draw(st.binary(min_size=size, max_size=size))
+        # A short pattern repeated: hypothesis draws a few KB per example at most.
+        pattern = draw(st.binary(min_size=1, max_size=8))
+        proto.tensor_content = (pattern * (size // len(pattern) + 1))[:size]
         return proto
     field = FIELD_OF_DTYPE.get(dtype) if draw(st.integers(0, 4)) else None
     field = field or draw(st.sampled_from(sorted(VALUE_FIELDS)))
