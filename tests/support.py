@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from service.processes import dies_with_parent
+from service.processes import child_pids, dies_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "tfserving-testdata"
@@ -63,15 +63,6 @@ def refused_start(*args: str, env: dict[str, str] | None = None, timeout: float 
     _, stderr = process.communicate(timeout=timeout)
     assert process.returncode == 2, stderr
     return stderr
-
-
-def child_pids(pid: int) -> list[int]:
-    """The processes `pid` started (Linux): `nnserve model-server` serves from its only child."""
-    return [
-        int(child)
-        for task in Path(f"/proc/{pid}/task").iterdir()
-        for child in (task / "children").read_text().split()
-    ]
 
 
 def serving_pid(model_server: subprocess.Popen, timeout: float = 60) -> int:

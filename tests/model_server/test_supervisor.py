@@ -14,13 +14,15 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import child_pids, free_port, nnserve, serving_pid, stop, wait_until
+from support import free_port, nnserve, serving_pid, stop, wait_until
 from tensorflow_serving.apis import (
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+
+from service.processes import child_pids
 
 START_TIMEOUT = 120
 

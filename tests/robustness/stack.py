@@ -28,6 +28,8 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from service.processes import descendant_pids, resident_bytes
+
 DIGITS = "digits-cnn"
 HALF_PLUS_TWO = "half_plus_two"
 MODELS = (DIGITS, HALF_PLUS_TWO)
@@ -68,39 +70,6 @@ def model_server_config(base_paths: dict[str, Path]) -> model_server_config_pb2.
             name=name, base_path=str(base_path), model_platform="tensorflow"
         )
     return config
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process and all its descendants (a supervisor's child included)."""
-    return sum(_rss_of(p) for p in [pid, *descendants(pid)])
-
-
-def descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    for child in _children(pid):
-        found += [child, *descendants(child)]
-    return found
-
-
-def _children(pid: int) -> list[int]:
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:  # the task (or the process) ended meanwhile
-            continue
-    return children
-
-
-def _rss_of(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0  # a zombie has no VmRSS line
 
 
 def exit_status(returncode: int) -> str:
@@ -227,7 +196,7 @@ class Stack:
                 self.model_server,
             )
         self.channel = grpc.insecure_channel(self.address, options=CLIENT_OPTIONS)
-        self._server_children = set(descendants(self.model_server.pid))
+        self._server_children = set(descendant_pids(self.model_server.pid))
 
     def _start_gateway(self) -> None:
         self.gateway = start_gateway(
@@ -255,7 +224,9 @@ class Stack:
             problems = self._good_requests()
             assert not problems, problems
         pids = {MODEL_SERVER: self.model_server.pid, GATEWAY: self.gateway.process.pid}
-        self._warm_rss.update({name: rss_bytes(pids[name]) for name in names})
+        self._warm_rss.update(
+            {name: resident_bytes(pids[name], descendants=True) for name in names}
+        )
 
     # --- the health check -----------------------------------------------------------------
 
@@ -293,7 +264,7 @@ class Stack:
 
     def _replaced_children(self) -> list[str]:
         """A supervisor restarts a serving child that died: that is a crash all the same."""
-        children = set(descendants(self.model_server.pid))
+        children = set(descendant_pids(self.model_server.pid))
         if self._server_children <= children:
             return []
         gone, new = (
@@ -311,7 +282,7 @@ class Stack:
         for name, process in self._processes():
             if process.poll() is not None:
                 continue
-            warm, now = self._warm_rss[name], rss_bytes(process.pid)
+            warm, now = self._warm_rss[name], resident_bytes(process.pid, descendants=True)
             self._peak_rss[name] = max(self._peak_rss.get(name, 0), now)
             bound = int(warm * GROWTH_FACTOR) + GROWTH_SLACK
             if now > bound:
