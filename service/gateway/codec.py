@@ -233,10 +233,19 @@ def _b64decode(value: Any, where: str) -> bytes:
 # --- request parsing -------------------------------------------------------------------------
 
 
+# orjson reads an integer literal outside [-2**63, 2**64 - 1] as a float, which would hide the
+# loss of precision the integer rules refuse. Such a literal has at least 19 digits; a body with
+# a run of 19 digits (found by mapping every digit to "0": 1 us for a digits request, 50 ms for
+# 16 MB) is read again by the json module, which keeps integers exact.
+_DIGITS_AS_ZERO = bytes(ord("0") if b in b"0123456789" else ord(" ") for b in range(256))
+_LONGEST_EXACT_RUN = b"0" * 19
+
+
 def parse_json(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     """Parse a request body that must be a JSON object."""
+    data = body.encode() if isinstance(body, str) else bytes(body)
     try:
-        doc = orjson.loads(body)
+        doc = orjson.loads(data)
     except orjson.JSONDecodeError as error:
         text = error.doc if isinstance(error.doc, str) else ""
         if text.startswith(("NaN", "Infinity"), error.pos):
@@ -247,6 +256,13 @@ def parse_json(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
                 f"(line {error.lineno} column {column})"
             ) from None
         raise CodecError(f"JSON Parse error: {error}") from None
+    if _LONGEST_EXACT_RUN in data.translate(_DIGITS_AS_ZERO):
+        try:
+            doc = json.loads(data)
+        except RecursionError:
+            raise CodecError(
+                "JSON Parse error: nested too deeply to read its long integers exactly"
+            ) from None
     if not isinstance(doc, dict):
         raise CodecError(f"JSON Value: {_show(doc)} Is not object: the body must be a JSON object")
     return doc

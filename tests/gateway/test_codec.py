@@ -424,6 +424,16 @@ MALFORMED = [
     (b'{"inputs": [9223372036854775808]}', INT32, {}, ["input 'n'", "9223372036854775808"]),
     (b'{"inputs": [1e39]}', FLOAT_X, {}, ["input 'x'", "1e+39", "DT_FLOAT"]),
     (b'{"inputs": [16777217]}', FLOAT_X, {}, ["input 'x'", "16777217", "precision"]),
+    # Integers beyond 64 bits: orjson reads them as floats, the integer rules must still hold.
+    (b'{"inputs": [18446744073709551616]}', FLOAT_X, {}, ["18446744073709551616", "precision"]),
+    (b'{"inputs": [-9223372036854775809]}', FLOAT_X, {}, ["-9223372036854775809", "precision"]),
+    (b'{"inputs": [18446744073709551616]}', INT32, {}, ["18446744073709551616", "DT_INT32"]),
+    (
+        b'{"inputs": ' + b"[" * 1000 + b"12345678901234567890" + b"]" * 1000 + b"}",
+        FLOAT_X,
+        {},
+        ["JSON Parse error", "nested too deeply"],
+    ),
     (b'{"inputs": ["a", 3]}', STRING, {}, ["input 's'", "DT_STRING", "number 3"]),
     (b'{"inputs": [{"b64": "not base64!"}]}', STRING, {}, ["input 's'", "base64", "not base64!"]),
     (b'{"inputs": [{"b64": "YQ==", "x": 1}]}', STRING, {}, ["input 's'", '"b64"', '"x":1']),

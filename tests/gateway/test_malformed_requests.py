@@ -170,6 +170,14 @@ CASES = [
         ["DT_FLOAT", "out of range"],
     ),
     (
+        "integer-beyond-64-bits",
+        "POST",
+        "/v1/models/default:predict",
+        {"content": b'{"instances": [18446744073709551616]}'},
+        400,
+        ["18446744073709551616", "DT_FLOAT", "precision"],
+    ),
+    (
         "unknown-input-name",
         "POST",
         f"{DIGITS}:predict",
