@@ -5,16 +5,26 @@ file that claims a huge canvas (a decompression bomb) is refused without using t
 """
 
 import io
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from service.gateway.errors import GatewayError
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
 _MODES = {1: "L", 3: "RGB"}
+# What Pillow raises for files it cannot read: truncated or corrupt data, and limits it enforces
+# (PNG text chunks that inflate too far raise ValueError).
+_UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
+# PNG text and ICC profile chunks are inflated while the header is read, before any size check;
+# nothing here uses them, so each may inflate to 1 MiB and all text chunks of a file to 4 MiB
+# (Pillow's own total is 64 MiB).
+PngImagePlugin.MAX_TEXT_CHUNK = 1024 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = 4 * 1024 * 1024
 
 
 class ImageError(GatewayError):
@@ -64,6 +74,8 @@ def to_model_input(
         ) from None
     except UnidentifiedImageError:
         raise ImageError(f"{filename}: not a PNG or JPEG image (or a corrupt one)") from None
+    except _UNREADABLE as error:
+        raise ImageError(f"{filename}: unreadable image header ({error})") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(
@@ -74,7 +86,7 @@ def to_model_input(
         pixels = image.convert(_MODES[spec.channels]).resize(
             (spec.width, spec.height), Image.Resampling.BILINEAR
         )
-    except (OSError, ValueError, SyntaxError) as error:
+    except _UNREADABLE as error:
         raise ImageError(f"{filename}: corrupt image data ({error})") from None
     array = np.asarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, spec.channels)
     if invert:

@@ -1,36 +1,11 @@
 """A table of malformed requests: each gets the right 4xx and a message naming the problem."""
 
-import io
-import struct
-import zlib
-
 import httpx
 import pytest
-from PIL import Image
+from gateway.image_files import chunk, inflating_to, jpeg, png
 
 DIGITS = "/v1/models/digits-cnn"
 ROW = [[[0.0]] * 8] * 8  # one 8x8x1 digit image
-
-
-def png(width: int, height: int) -> bytes:
-    """A real PNG of black pixels, written by hand so it can be far larger than it is heavy."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    rows = zlib.compress(b"\x00" * (width + 1) * height, 9)
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-    )
-
-
-def jpeg() -> bytes:
-    out = io.BytesIO()
-    Image.new("L", (16, 16)).save(out, format="JPEG")
-    return out.getvalue()
 
 
 def upload(*files: tuple[str, bytes]) -> dict:
@@ -337,6 +312,30 @@ CASES = [
         upload(("bomb.png", png(5000, 5000))),
         400,
         ["bomb.png", "5000x5000", "limit"],
+    ),
+    (
+        "truncated-jpeg",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(("cut.jpg", jpeg()[:200])),
+        400,
+        ["cut.jpg"],
+    ),
+    (
+        "png-ztxt-bomb",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(("text.png", png(8, 8, chunk(b"zTXt", b"k\x00\x00" + inflating_to(50_000_000))))),
+        400,
+        ["text.png"],
+    ),
+    (
+        "png-iccp-bomb",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(("icc.png", png(8, 8, chunk(b"iCCP", b"p\x00\x00" + inflating_to(50_000_000))))),
+        400,
+        ["icc.png"],
     ),
     (
         "top-k-zero",
