@@ -103,7 +103,7 @@ class DataPlane:
         """Every configured model with its versions (from the model server) and labels."""
         models = self._catalog.models()
         statuses = await asyncio.gather(
-            *(self._versions(model.name) for model in models), return_exceptions=True
+            *(self._versions(ModelTarget(model.name)) for model in models), return_exceptions=True
         )
         listing = []
         for model, versions in zip(models, statuses, strict=True):
@@ -133,7 +133,7 @@ class DataPlane:
         report = {}
         for model in models:
             try:
-                versions = await self._versions(model.name)
+                versions = await self._versions(ModelTarget(model.name))
                 state = AVAILABLE if any(v["state"] == AVAILABLE for v in versions) else "LOADING"
             except BackendError as error:
                 state = error.code
@@ -146,7 +146,7 @@ class DataPlane:
         """Top-k classes with label names for each uploaded image (nnserve models only)."""
         if not uploads:
             raise codec.CodecError("no image uploaded: send one or more files in the 'files' field")
-        version = await self._resolve_version(target)
+        version = await self._served_version(target)
         metadata = self._catalog.version_metadata(target.name, version)
         spec = images.ImageInputSpec.from_metadata(metadata.get("input", {}))
         batch = np.stack(
@@ -194,26 +194,29 @@ class DataPlane:
             "input": codec.examples_to_input(document),
         }
 
-    async def _versions(self, name: str) -> list[dict]:
-        response = await self._backend.model_status(ModelTarget(name).model_spec())
+    async def _versions(self, target: ModelTarget) -> list[dict]:
+        response = await self._backend.model_status(target.model_spec())
         return _to_dict(response)["model_version_status"]
 
-    async def _resolve_version(self, target: ModelTarget) -> int:
-        if target.version is not None:
-            return target.version
+    async def _served_version(self, target: ModelTarget) -> int:
+        """The AVAILABLE version a target names, as the model server reports it: a model or
+        version it does not serve is NOT_FOUND before anything is read for it."""
         if target.label is not None:
             model = self._catalog.model(target.name)
             if model is None or target.label not in model.labels:
                 raise BackendError(
                     "INVALID_ARGUMENT", f"Unrecognized servable version label: {target.label}"
                 )
-            return model.labels[target.label]
-        versions = await self._versions(target.name)
+            target = ModelTarget(target.name, version=model.labels[target.label])
+        versions = await self._versions(target)
         available = [int(v["version"]) for v in versions if v["state"] == AVAILABLE]
         if not available:
-            raise BackendError(
-                "NOT_FOUND", f"Servable not found for request: Latest({target.name})"
+            request = (
+                f"Latest({target.name})"
+                if target.version is None
+                else f"Specific({target.name}, {target.version})"
             )
+            raise BackendError("NOT_FOUND", f"Servable not found for request: {request}")
         return max(available)
 
     async def _input_specs(

@@ -353,6 +353,14 @@ CASES = [
         404,
         ["nope"],
     ),
+    (
+        "image-dot-dot-model",
+        "POST",
+        "/v1/models/%2e%2e/versions/1:classify_images",
+        upload(("a.jpg", jpeg())),
+        404,
+        [".."],
+    ),
 ]
 
 
