@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         4096 * 4096, gt=0, description="Largest uploaded image (width x height) the gateway decodes"
     )
+    max_name_length: int = Field(
+        256,
+        gt=0,
+        description="Longest model name, version label or signature name the gateway passes on",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Level of the gateway's JSON logs"
     )
@@ -59,6 +64,11 @@ class Settings(BaseSettings):
 
     def cors_origin_list(self) -> list[str]:
         return _split(self.cors_origins)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a field of `Settings`."""
+    return f"{Settings.model_config['env_prefix']}{field.upper()}"
 
 
 def _split(text: str) -> list[str]:

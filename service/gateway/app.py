@@ -12,8 +12,8 @@ from starlette.middleware.cors import CORSMiddleware
 from service.gateway.backend import BackendError, TFServingBackend
 from service.gateway.catalog import CatalogError, ModelCatalog
 from service.gateway.codec import CodecError
-from service.gateway.dataplane import DataPlane
-from service.gateway.errors import HTTP_STATUS_BY_CODE
+from service.gateway.dataplane import DataPlane, Limits
+from service.gateway.errors import HTTP_STATUS_BY_CODE, InvalidRequest
 from service.gateway.guard import Guard
 from service.gateway.images import ImageError
 from service.gateway.observability import GatewayMetrics, RequestObserver
@@ -35,9 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
             observe=metrics.observe_backend,
         )
         catalog = ModelCatalog(settings.model_repo, settings.model_config_file)
-        app.state.dataplane = DataPlane(
-            backend, catalog, max_image_pixels=settings.max_image_pixels
-        )
+        app.state.dataplane = DataPlane(backend, catalog, Limits.from_settings(settings))
         yield
         await backend.close()
 
@@ -52,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(demo.router)
     app.add_exception_handler(CodecError, _bad_request)
     app.add_exception_handler(ImageError, _bad_request)
+    app.add_exception_handler(InvalidRequest, _bad_request)
     app.add_exception_handler(CatalogError, _catalog_error)
     app.add_exception_handler(BackendError, _backend_error)
     app.add_exception_handler(HTTPException, _http_error)
@@ -84,7 +83,9 @@ def error_response(status_code: int, message: str) -> Response:
     )
 
 
-async def _bad_request(request: Request, error: CodecError | ImageError) -> Response:
+async def _bad_request(
+    request: Request, error: CodecError | ImageError | InvalidRequest
+) -> Response:
     return error_response(400, error.message)
 
 

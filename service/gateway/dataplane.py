@@ -19,6 +19,8 @@ from service import wire
 from service.gateway import codec, images
 from service.gateway.backend import BackendError, TFServingBackend
 from service.gateway.catalog import CatalogError, ModelCatalog
+from service.gateway.errors import InvalidRequest, Limit
+from service.settings import Settings, env_name
 
 DEFAULT_SIGNATURE = "serving_default"
 AVAILABLE = "AVAILABLE"
@@ -43,6 +45,23 @@ class ModelTarget:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What the data plane refuses requests by (each from a setting of the same name)."""
+
+    max_name_length: Limit
+    max_image_pixels: Limit
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Limits":
+        return cls(
+            **{
+                name: Limit(getattr(settings, name), env_name(name))
+                for name in cls.__dataclass_fields__
+            }
+        )
+
+
+@dataclass(frozen=True)
 class Upload:
     """One uploaded file: its name (for messages) and its bytes."""
 
@@ -55,20 +74,22 @@ class DataPlane:
         self,
         backend: TFServingBackend,
         catalog: ModelCatalog,
+        limits: Limits,
         signature_ttl_seconds: float = 5.0,
-        max_image_pixels: int = 4096 * 4096,
     ) -> None:
         self._backend = backend
         self._catalog = catalog
+        self._limits = limits
         self._ttl = signature_ttl_seconds
-        self._max_image_pixels = max_image_pixels
         self._signatures: dict[ModelTarget, _Signatures] = {}
 
     # --- TF Serving's REST API ------------------------------------------------------------
 
     async def predict(self, target: ModelTarget, body: bytes) -> bytes:
+        self._check_names(target)
         document = codec.parse_json(body)
         signature_name = codec.request_signature_name(document) or DEFAULT_SIGNATURE
+        self._check_names(signature_name=signature_name)
         input_specs = await self._input_specs(target, signature_name)
         inputs = codec.predict_inputs(document, input_specs, check_shapes=True)
         response = await self._predict(target, signature_name, inputs.tensors)
@@ -85,10 +106,12 @@ class DataPlane:
         return codec.regress_response_json(response)
 
     async def model_status(self, target: ModelTarget) -> bytes:
+        self._check_names(target)
         response = await self._backend.model_status(target.model_spec())
         return orjson.dumps(_to_dict(response))
 
     async def model_metadata(self, target: ModelTarget) -> bytes:
+        self._check_names(target)
         model_spec, signature_defs = await self._backend.signature_defs(target.model_spec())
         return orjson.dumps(
             {
@@ -144,6 +167,7 @@ class DataPlane:
         self, target: ModelTarget, uploads: Sequence[Upload], top_k: int, invert: bool
     ) -> bytes:
         """Top-k classes with label names for each uploaded image (nnserve models only)."""
+        self._check_names(target)
         if not uploads:
             raise codec.CodecError("no image uploaded: send one or more files in the 'files' field")
         version = await self._served_version(target)
@@ -152,7 +176,7 @@ class DataPlane:
         batch = np.stack(
             [
                 images.to_model_input(
-                    upload.data, upload.filename, spec, self._max_image_pixels, invert
+                    upload.data, upload.filename, spec, self._limits.max_image_pixels.value, invert
                 )
                 for upload in uploads
             ]
@@ -187,12 +211,28 @@ class DataPlane:
             raise
 
     def _examples_request(self, target: ModelTarget, body: bytes) -> dict:
+        self._check_names(target)
         document = codec.parse_json(body)
         signature_name = codec.request_signature_name(document)
+        self._check_names(signature_name=signature_name)
         return {
             "model_spec": target.model_spec(signature_name),
             "input": codec.examples_to_input(document),
         }
+
+    def _check_names(self, target: ModelTarget | None = None, signature_name: str = "") -> None:
+        # The model server echoes names into its error messages: one past gRPC's metadata limit
+        # (16 KB) came back as RESOURCE_EXHAUSTED, which clients read as "retry later".
+        limit = self._limits.max_name_length
+        names = [("signature name", signature_name)]
+        if target is not None:
+            names += [("model name", target.name), ("version label", target.label or "")]
+        for kind, name in names:
+            if len(name) > limit.value:
+                raise InvalidRequest(
+                    f"{kind} '{name[:40]}...' is {len(name)} characters long, longer than the "
+                    f"limit of {limit}"
+                )
 
     async def _versions(self, target: ModelTarget) -> list[dict]:
         response = await self._backend.model_status(target.model_spec())

@@ -8,6 +8,9 @@ DIGITS = "/v1/models/digits-cnn"
 ROW = [[[0.0]] * 8] * 8  # one 8x8x1 digit image
 
 
+LONG_NAME = "n" * 17_000  # past gRPC's 16 KB metadata limit once the model server echoes it
+
+
 def upload(*files: tuple[str, bytes]) -> dict:
     return {"files": [("files", (name, data, "application/octet-stream")) for name, data in files]}
 
@@ -361,6 +364,38 @@ CASES = [
         404,
         [".."],
     ),
+    (
+        "long-model-name",
+        "POST",
+        f"/v1/models/{LONG_NAME}:predict",
+        {"json": {"instances": [ROW]}},
+        400,
+        ["model name", "17000", "limit of 256", "NNSERVE_MAX_NAME_LENGTH"],
+    ),
+    (
+        "long-version-label",
+        "POST",
+        f"{DIGITS}/labels/{LONG_NAME}:predict",
+        {"json": {"instances": [ROW]}},
+        400,
+        ["version label", "17000", "limit of 256", "NNSERVE_MAX_NAME_LENGTH"],
+    ),
+    (
+        "long-signature-name",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"signature_name": LONG_NAME, "instances": [ROW]}},
+        400,
+        ["signature name", "17000", "limit of 256", "NNSERVE_MAX_NAME_LENGTH"],
+    ),
+    (
+        "long-model-name-status",
+        "GET",
+        f"/v1/models/{LONG_NAME}",
+        {},
+        400,
+        ["model name", "limit of 256"],
+    ),
 ]
 
 
@@ -377,6 +412,7 @@ def test_malformed_request_is_a_clear_4xx(gateway, method, path, request_args, s
     for word in words:
         assert word in message
     assert "Traceback" not in response.text
+    assert len(message) < 2000  # names are not echoed whole
 
 
 def test_the_table_is_large_and_the_gateway_is_healthy_after_it(gateway, trained_digits):
