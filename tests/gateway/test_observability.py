@@ -1,11 +1,19 @@
-"""The gateway's JSON log lines."""
+"""The gateway's JSON log lines and the bounded label values of its metrics."""
 
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
+import httpx
 import pytest
 
+from service.gateway.observability import (
+    MAX_LABEL_VALUE_LENGTH,
+    OTHER,
+    VALUES_PER_MODEL,
+    GatewayMetrics,
+)
 from service.json_logging import JsonFormatter
 
 
@@ -24,3 +32,64 @@ def test_a_log_line_is_ascii_json_with_the_message_and_fields(path):
     assert (entry["level"], entry["logger"]) == ("INFO", "nnserve.gateway.access")
     assert (entry["path"], entry["status"], entry["model_dir"]) == (path, 200, "/models/digits")
     assert entry["time"].endswith("+00:00")
+
+
+def _scope(name: str, version: int | None = None, label: str | None = None) -> dict:
+    params = {"name": name, "version": version, "label": label}
+    path = "/v1/models/{name:model}/versions/{version:version}:predict"
+    return {
+        "path_params": {key: value for key, value in params.items() if value is not None},
+        "route": SimpleNamespace(path=path),
+    }
+
+
+def _series(metrics: GatewayMetrics) -> set[tuple[str, str]]:
+    (family,) = [f for f in metrics.registry.collect() if f.name == "nnserve_gateway_requests"]
+    return {
+        (sample.labels["model"], sample.labels["version"])
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def test_unknown_versions_and_labels_fold_into_other():
+    metrics = GatewayMetrics()
+    metrics.observe_request(_scope("m", version=1), 200, 0.001)
+    for i in range(1000):
+        metrics.observe_request(_scope("m", version=1000 + i), 404, 0.001)
+        metrics.observe_request(_scope("m", label=f"label-{i}"), 400, 0.001)
+        metrics.observe_request(_scope(f"model-{i}"), 404, 0.001)
+    assert _series(metrics) == {("m", "1"), ("m", OTHER), (OTHER, "")}
+
+
+def test_answered_versions_per_model_are_capped():
+    metrics = GatewayMetrics()
+    for i in range(1000):
+        metrics.observe_request(_scope("m", version=i), 200, 0.001)
+    versions = {version for model, version in _series(metrics) if model == "m"}
+    assert len(versions) == VALUES_PER_MODEL + 1
+    assert OTHER in versions
+
+
+def test_label_values_are_cut_to_a_bounded_length():
+    metrics = GatewayMetrics()
+    long_name, long_label = "m" * 30_000, "l" * 30_000
+    metrics.observe_request(_scope(long_name, label=long_label), 200, 0.001)
+    ((model, version),) = _series(metrics)
+    assert len(model) <= MAX_LABEL_VALUE_LENGTH and len(version) <= MAX_LABEL_VALUE_LENGTH
+    assert model.startswith("mmm") and version.startswith("lll")
+
+
+def test_the_real_gateway_keeps_made_up_versions_out_of_its_metrics(gateway):
+    assert httpx.get(f"{gateway.url}/v1/models/digits-cnn").status_code == 200
+    body = {"instances": [[[[0.0]] * 8] * 8]}
+    for i in range(50):
+        model = f"{gateway.url}/v1/models/digits-cnn"
+        httpx.post(f"{model}/versions/{900_000 + i}:predict", json=body)
+        httpx.post(f"{model}/labels/made-up-{i}:predict", json=body)
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert "900000" not in metrics and "made-up-" not in metrics
+    for status in (400, 404):
+        assert (
+            f'model="digits-cnn",operation="predict",status="{status}",version="{OTHER}"'
+        ) in metrics
