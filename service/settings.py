@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         4096 * 4096, gt=0, description="Largest uploaded image (width x height) the gateway decodes"
     )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        gt=0,
+        description="Largest request line and headers the gateway reads (else 431)",
+    )
+    max_headers: int = Field(
+        100, gt=0, description="Most header fields in a request (else 431, connection closed)"
+    )
     max_name_length: int = Field(
         256,
         gt=0,
