@@ -8,6 +8,12 @@ is closed. Complete heads are measured exactly, field by field; a head still unf
 read is measured by the bytes received since it began. After a 431 the connection reads and drops
 what the client still sends for REFUSAL_LINGER_SECONDS before it closes: closing with unread bytes
 would send a reset, which can destroy the answer before the client reads it.
+
+Graceful shutdown. On SIGTERM uvicorn closes at once every connection that is not busy with a
+response, even one whose next request has begun to arrive, or is on its way: its client gets a
+reset. Here a connection that has begun a request is left to finish it, and an idle one is kept
+for IDLE_GRACE_SECONDS more, so that a request its client sent before it could know is answered;
+every answer after the signal carries `Connection: close`.
 """
 
 import asyncio
@@ -16,6 +22,8 @@ import logging
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+# How long an idle keep-alive connection is kept after SIGTERM, for a request already on its way.
+IDLE_GRACE_SECONDS = 1.0
 REFUSAL_LINGER_SECONDS = 1.0
 
 log = logging.getLogger("nnserve.gateway")
@@ -35,11 +43,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = True  # the next bytes belong to a request head
+        self._head_begun = False  # a request's first bytes have been parsed, its head not all
         self._unfinished_head_bytes = 0
         self._head_bytes = 0
         self._header_count = 0
         self._refusal: str | None = None
         self._refused = False  # a 431 has been sent
+        self._shutting_down = False
 
     # --- bounded request heads ----------------------------------------------------------------
 
@@ -60,6 +70,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_begun = True
         self._head_bytes = self._header_count = 0
 
     def on_url(self, url: bytes) -> None:
@@ -78,9 +89,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._in_head = self._head_begun = False
         self._unfinished_head_bytes = 0
         super().on_headers_complete()
+        if self._shutting_down and self.cycle is not None:
+            self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
         self._in_head = True
@@ -117,6 +130,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = True
         self.transport.write_eof()
         asyncio.get_running_loop().call_later(REFUSAL_LINGER_SECONDS, self.transport.close)
+
+    # --- graceful shutdown --------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        self._shutting_down = True
+        if self._busy():
+            if self.cycle is not None:
+                self.cycle.keep_alive = False
+            return
+        asyncio.get_running_loop().call_later(IDLE_GRACE_SECONDS, self._close_if_idle)
+
+    def _busy(self) -> bool:
+        responding = self.cycle is not None and not self.cycle.response_complete
+        return responding or self._head_begun or bool(self.pipeline)
+
+    def _close_if_idle(self) -> None:
+        # A request that arrived meanwhile closes the connection once answered.
+        if not self._busy() and not self.transport.is_closing():
+            self.transport.close()
 
 
 def http_protocol(

@@ -1,6 +1,7 @@
 """Run the gateway under uvicorn on a socket bound up front: a taken port is a clear error."""
 
 import gc
+import signal
 
 import uvicorn
 
@@ -29,6 +30,9 @@ def serve(host: str, port: int) -> None:
         timeout_graceful_shutdown=30,
     )
     _tune_garbage_collector()
+    # uvicorn raises SIGTERM again once it has shut down gracefully, for the handler it found:
+    # with nothing left to do, the gateway then exits 0, as the model server does.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.Server(config).run(sockets=[sock])
 
 
