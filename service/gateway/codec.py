@@ -24,7 +24,7 @@ import binascii
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -155,11 +155,17 @@ def signature_input_specs(signature: meta_graph_pb2.SignatureDef) -> dict[str, I
 
 @dataclass
 class PredictInputs:
-    """A decoded :predict body: what goes into PredictRequest, and how to shape the answer."""
+    """A decoded :predict body: what goes into PredictRequest, and how to shape the answer.
+
+    `restorable` holds, for each tensor whose shape fits the signature only once size-1
+    dimensions are ignored, the declared shape with its size-1 dimensions put back (the same
+    elements, so `set_shape` may give it to the tensor as it is).
+    """
 
     signature_name: str
     tensors: dict[str, TensorProto]
     columnar: bool
+    restorable: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -285,8 +291,9 @@ def predict_inputs(
 ) -> PredictInputs:
     """Decode a :predict body, row ("instances") or columnar ("inputs") format.
 
-    `check_shapes` additionally enforces the signature's shapes, up to size-1 dimensions: TF
-    Serving checks no shapes and feeds a [3] tensor to half_plus_two's [-1, 1] input.
+    `check_shapes` additionally enforces the signature's shapes, up to size-1 dimensions (TF
+    Serving checks no shapes and feeds a [3] tensor to half_plus_two's [-1, 1] input), and fills
+    in `restorable`.
     """
     signature_name = request_signature_name(doc)
     if not input_specs:
@@ -302,13 +309,14 @@ def predict_inputs(
         columns = _columns_from_instances(doc["instances"], input_specs)
     else:
         columns = _columns_from_inputs(doc["inputs"], input_specs)
-    tensors = {
-        name: _tensor_from_json(
+    inputs = PredictInputs(signature_name, {}, has_columns)
+    for name, value in columns.items():
+        inputs.tensors[name], restored = _tensor_from_json(
             name, value, input_specs[name], has_rows, check_shapes, max_elements
         )
-        for name, value in columns.items()
-    }
-    return PredictInputs(signature_name=signature_name, tensors=tensors, columnar=has_columns)
+        if restored is not None:
+            inputs.restorable[name] = restored
+    return inputs
 
 
 def _columns_from_instances(instances: Any, specs: Mapping[str, InputSpec]) -> dict[str, list[Any]]:
@@ -407,7 +415,8 @@ def _tensor_from_json(
     batched: bool,
     check_shapes: bool,
     max_elements: int | None,
-) -> TensorProto:
+) -> tuple[TensorProto, tuple[int, ...] | None]:
+    """The tensor, and its declared shape with size-1 dimensions put back when it needs one."""
     where = f"input '{name}'"
     dtype = spec.dtype
     if dtype != DT_STRING and dtype not in _NUMPY_TYPES:
@@ -434,8 +443,14 @@ def _tensor_from_json(
             f"got {_json_kind(bad)} {_show(bad)}"
         )
     shape = leaves_array.shape
-    if check_shapes and spec.shape is not None:
-        _check_shape(where, shape, spec.shape)
+    restored = None
+    if check_shapes and spec.shape is not None and not _fits(shape, spec.shape):
+        restored = _restored_shape(shape, spec.shape)
+        if restored is None:
+            raise CodecError(
+                f"{where}: shape {_shape_text(shape)} does not match the signature's "
+                f"{_shape_text(spec.shape)}"
+            )
 
     tensor = TensorProto(dtype=dtype)
     for size in shape:
@@ -445,10 +460,10 @@ def _tensor_from_json(
         tensor.string_val.extend(
             leaf.encode() if type(leaf) is str else _b64decode(leaf, where) for leaf in leaves
         )
-        return tensor
+        return tensor, restored
     array = _numeric(where, leaves_array, leaf_types, dtype)
     tensor.tensor_content = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-    return tensor
+    return tensor, restored
 
 
 def _numeric(where: str, leaves: np.ndarray, leaf_types: set[type], dtype: int) -> np.ndarray:
@@ -500,25 +515,53 @@ def _fits(shape: Sequence[int], declared: Sequence[int | None]) -> bool:
     )
 
 
-def _fits_squeezed(shape: Sequence[int], declared: Sequence[int | None]) -> bool:
-    """Whether the shapes agree once size-1 dims are dropped (an unknown dim may vanish too)."""
-    if not declared:
-        return not shape
-    want, rest = declared[0], declared[1:]
-    if want is None or want < 0:
-        return _fits_squeezed(shape, rest) or (bool(shape) and _fits_squeezed(shape[1:], rest))
-    return bool(shape) and shape[0] == want and _fits_squeezed(shape[1:], rest)
+def _restored_shape(shape: Sequence[int], declared: Sequence[int | None]) -> tuple[int, ...] | None:
+    """`shape` made to fit `declared` by putting in and taking out size-1 dimensions alone (an
+    unknown declared dimension may be put in as 1); None when that cannot be done.
+
+    Dimensions of `shape` stay in place where they can (a [3] tensor for [-1, 1] gives [3, 1]).
+    """
+    n, m = len(shape), len(declared)
+    # fits[i][j]: shape[i:] can be made to fit declared[j:], filled from the end.
+    fits = [[False] * (m + 1) for _ in range(n + 1)]
+
+    def keep(i: int, j: int) -> bool:
+        unknown = j < m and (declared[j] is None or declared[j] < 0)
+        return i < n and j < m and (unknown or declared[j] == shape[i]) and fits[i + 1][j + 1]
+
+    def take_out(i: int, j: int) -> bool:
+        return i < n and shape[i] == 1 and fits[i + 1][j]
+
+    def put_in(i: int, j: int) -> bool:
+        unknown_or_1 = j < m and (declared[j] is None or declared[j] < 0 or declared[j] == 1)
+        return unknown_or_1 and fits[i][j + 1]
+
+    fits[n][m] = True
+    for i in range(n, -1, -1):
+        for j in range(m, -1, -1):
+            if (i, j) != (n, m):
+                fits[i][j] = keep(i, j) or take_out(i, j) or put_in(i, j)
+    if not fits[0][0]:
+        return None
+    restored: list[int] = []
+    i = j = 0
+    while (i, j) != (n, m):
+        if keep(i, j):
+            restored.append(shape[i])
+            i, j = i + 1, j + 1
+        elif take_out(i, j):
+            i += 1
+        else:
+            restored.append(1)
+            j += 1
+    return tuple(restored)
 
 
-def _check_shape(where: str, shape: tuple[int, ...], declared: tuple[int | None, ...]) -> None:
-    # When the shapes differ, size-1 dimensions are ignored: TF Serving feeds a [3] or a [1]
-    # tensor to half_plus_two's [-1, 1] input, and the graph computes the right answer.
-    squeezed = [size for size in shape if size != 1]
-    if not _fits(shape, declared) and not _fits_squeezed(squeezed, [d for d in declared if d != 1]):
-        raise CodecError(
-            f"{where}: shape {_shape_text(shape)} does not match the signature's "
-            f"{_shape_text(declared)}"
-        )
+def set_shape(tensor: TensorProto, shape: Sequence[int]) -> None:
+    """Give `tensor` another shape with the same number of elements (see `restorable`)."""
+    del tensor.tensor_shape.dim[:]
+    for size in shape:
+        tensor.tensor_shape.dim.add(size=size)
 
 
 def array_to_tensor(array: np.ndarray) -> TensorProto:

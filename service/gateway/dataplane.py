@@ -4,10 +4,18 @@ TF Serving's REST layer reads JSON values as the dtypes the signature declares, 
 needs the signature: it is fetched with GetModelMetadata and cached for a few seconds per model
 target, and forgotten whenever the model server rejects a request made with it. The same
 signature lets the gateway refuse inputs with wrong names, dtypes or shapes before calling it.
+
+Size-1 dimensions may be left out, as TF Serving allows. A tensor whose shape fits the
+signature only once they are ignored is sent as it is first: TF Serving answers a [3] tensor for
+half_plus_two's [-1, 1] input with [3] outputs, and clients rely on that. If the model server
+refuses it (INVALID_ARGUMENT, as for an [8, 8] digit for the CNN's [-1, 8, 8, 1] input), it is
+sent once more with the declared shape restored, and the gateway remembers, per model target,
+signature, input and rank sent, to restore such tensors straight away.
 """
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +33,8 @@ from service.settings import Settings, env_name
 DEFAULT_SIGNATURE = "serving_default"
 AVAILABLE = "AVAILABLE"
 PROBABILITIES = "probabilities"
+# How many (model target, signature, input, rank) the gateway remembers to restore (LRU).
+RESTORING_REMEMBERED = 1024
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,7 @@ class DataPlane:
         self._limits = limits
         self._ttl = signature_ttl_seconds
         self._signatures: dict[ModelTarget, _Signatures] = {}
+        self._restoring: OrderedDict[tuple, None] = OrderedDict()
 
     # --- TF Serving's REST API ------------------------------------------------------------
 
@@ -92,7 +103,7 @@ class DataPlane:
         self._check_names(signature_name=signature_name)
         input_specs = await self._input_specs(target, signature_name)
         inputs = codec.predict_inputs(document, input_specs, check_shapes=True)
-        response = await self._predict(target, signature_name, inputs.tensors)
+        response = await self._predict_restoring(target, signature_name, inputs)
         return codec.predict_response_json(response.outputs, inputs.columnar)
 
     async def classify(self, target: ModelTarget, body: bytes) -> bytes:
@@ -209,6 +220,35 @@ class DataPlane:
         except BackendError:
             self._signatures.pop(target, None)
             raise
+
+    async def _predict_restoring(
+        self, target: ModelTarget, signature_name: str, inputs: codec.PredictInputs
+    ) -> wire.PredictResponse:
+        """Predict, restoring size-1 dimensions where the model server needs them (see above)."""
+
+        def key(name: str) -> tuple:
+            rank = len(inputs.tensors[name].tensor_shape.dim)
+            return target, signature_name, name, rank
+
+        pending = dict(inputs.restorable)
+        for name in list(pending):
+            if key(name) in self._restoring:
+                self._restoring.move_to_end(key(name))
+                codec.set_shape(inputs.tensors[name], pending.pop(name))
+        try:
+            return await self._predict(target, signature_name, inputs.tensors)
+        except BackendError as error:
+            if error.code != "INVALID_ARGUMENT" or not pending:
+                raise
+        remembered = [key(name) for name in pending]  # the ranks as sent
+        for name, shape in pending.items():
+            codec.set_shape(inputs.tensors[name], shape)
+        response = await self._predict(target, signature_name, inputs.tensors)
+        for restoring in remembered:
+            self._restoring[restoring] = None
+            if len(self._restoring) > RESTORING_REMEMBERED:
+                self._restoring.popitem(last=False)
+        return response
 
     def _examples_request(self, target: ModelTarget, body: bytes) -> dict:
         self._check_names(target)

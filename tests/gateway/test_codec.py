@@ -282,6 +282,34 @@ def test_shape_check_tolerates_size_1_dimensions_as_tf_serving_does():
     assert "[-1, 1]" in caught.value.message
 
 
+DIGIT_IMAGE = {"image": InputSpec(DT.DT_FLOAT, (None, 8, 8, 1))}
+
+
+@pytest.mark.parametrize(
+    ("body", "specs", "restorable"),
+    [
+        (b'{"instances": [2.0, 3.0, 4.0]}', FLOAT_X, {"x": (3, 1)}),
+        (b'{"instances": [[2.0], [3.0]]}', FLOAT_X, {}),
+        (b'{"inputs": 2.0}', FLOAT_X, {"x": (1, 1)}),
+        (orjson.dumps({"instances": [[[0.0] * 8] * 8]}), DIGIT_IMAGE, {"image": (1, 8, 8, 1)}),
+        (orjson.dumps({"inputs": [[0.0] * 8] * 8}), DIGIT_IMAGE, {"image": (1, 8, 8, 1)}),
+        (orjson.dumps({"instances": [[[0.0] * 8] * 8] * 2}), DIGIT_IMAGE, {"image": (2, 8, 8, 1)}),
+        (orjson.dumps({"instances": [[[[0.0]] * 8] * 8]}), DIGIT_IMAGE, {}),
+        (orjson.dumps({"inputs": [[[[[0.0]]] * 8] * 8]}), DIGIT_IMAGE, {"image": (1, 8, 8, 1)}),
+        (b'{"inputs": ' + b"[" * 60 + b"1.0" + b"]" * 60 + b"}", FLOAT_X, {"x": (1, 1)}),
+    ],
+    ids=["3", "2x1", "scalar", "8x8-row", "8x8", "2x8x8", "1x8x8x1", "8x8x1x1", "60-dims"],
+)
+def test_a_shape_that_fits_once_size_1_dims_are_ignored_can_be_restored(
+    body: bytes, specs, restorable: dict
+):
+    inputs = decode(body, specs, check_shapes=True)
+    assert inputs.restorable == restorable
+    for name, shape in restorable.items():
+        codec.set_shape(inputs.tensors[name], shape)
+        assert codec.tensor_to_array(inputs.tensors[name]).shape == shape
+
+
 def test_half_plus_two_classify_and_regress():
     doc = codec.parse_json(b'{"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}')
     assert codec.request_signature_name(doc) == "classify_x_to_y"
