@@ -50,6 +50,19 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         4096 * 4096, gt=0, description="Largest uploaded image (width x height) the gateway decodes"
     )
+    # Chosen by the gateway's peak memory for the largest request they let through: at most
+    # 140 MB above its 90 MB at rest (README, HTTP API).
+    max_json_values: int = Field(
+        1024 * 1024, gt=0, description="Most JSON values (arrays, objects, scalars) in a body"
+    )
+    max_tensor_elements: int = Field(
+        512 * 1024, gt=0, description="Most elements in one input of a :predict JSON request"
+    )
+    max_request_elements: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="Most elements in all inputs of a :predict JSON request together",
+    )
     max_header_bytes: int = Field(
         32 * 1024,
         gt=0,

@@ -59,6 +59,9 @@ class Limits:
     """What the data plane refuses requests by (each from a setting of the same name)."""
 
     max_name_length: Limit
+    max_json_values: Limit
+    max_tensor_elements: Limit
+    max_request_elements: Limit
     max_image_pixels: Limit
 
     @classmethod
@@ -98,11 +101,17 @@ class DataPlane:
 
     async def predict(self, target: ModelTarget, body: bytes) -> bytes:
         self._check_names(target)
-        document = codec.parse_json(body)
+        document = codec.parse_json(body, self._limits.max_json_values)
         signature_name = codec.request_signature_name(document) or DEFAULT_SIGNATURE
         self._check_names(signature_name=signature_name)
         input_specs = await self._input_specs(target, signature_name)
-        inputs = codec.predict_inputs(document, input_specs, check_shapes=True)
+        inputs = codec.predict_inputs(
+            document,
+            input_specs,
+            check_shapes=True,
+            max_tensor_elements=self._limits.max_tensor_elements,
+            max_request_elements=self._limits.max_request_elements,
+        )
         response = await self._predict_restoring(target, signature_name, inputs)
         return codec.predict_response_json(response.outputs, inputs.columnar)
 
@@ -252,7 +261,7 @@ class DataPlane:
 
     def _examples_request(self, target: ModelTarget, body: bytes) -> dict:
         self._check_names(target)
-        document = codec.parse_json(body)
+        document = codec.parse_json(body, self._limits.max_json_values)
         signature_name = codec.request_signature_name(document)
         self._check_names(signature_name=signature_name)
         return {

@@ -13,6 +13,7 @@ import pytest
 import service.wire as wire
 from service.gateway import codec
 from service.gateway.codec import CodecError, InputSpec
+from service.gateway.errors import Limit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTDATA = REPO_ROOT.parent / "shared" / "tfserving-testdata"
@@ -49,8 +50,10 @@ def shape_of(proto: wire.TensorProto) -> list[int]:
     return [dim.size for dim in proto.tensor_shape.dim]
 
 
-def decode(body: bytes | str, specs=FLOAT_X, **options) -> codec.PredictInputs:
-    return codec.predict_inputs(codec.parse_json(body), specs, **options)
+def decode(
+    body: bytes | str, specs=FLOAT_X, max_values: Limit | None = None, **options
+) -> codec.PredictInputs:
+    return codec.predict_inputs(codec.parse_json(body, max_values), specs, **options)
 
 
 # --- every dtype, both directions ----------------------------------------------------------
@@ -430,6 +433,12 @@ STRING = {"s": InputSpec(DT.DT_STRING)}
 MALFORMED = [
     # (body, specs, options, words the message must contain)
     (b"", FLOAT_X, {}, ["JSON Parse error", "empty"]),
+    (
+        b'{"inputs": [[1, 2], {"a": 3}]}',
+        FLOAT_X,
+        {"max_values": Limit(5, "NNSERVE_MAX_JSON_VALUES")},
+        ["JSON body has 7 values", "limit of 5 (NNSERVE_MAX_JSON_VALUES)"],
+    ),
     (b'{"inputs": [1, 2}', FLOAT_X, {}, ["JSON Parse error", "column"]),
     (b"[1, 2]", FLOAT_X, {}, ["[1,2]", "object"]),
     (b'{"inputs": [1.0, NaN]}', FLOAT_X, {}, ["NaN", "Infinity", "not valid JSON"]),
@@ -481,7 +490,27 @@ MALFORMED = [
     (b'{"inputs": {"a": [1.0]}}', TWO, {}, ["'inputs'", "missing", "b"]),
     (b'{"inputs": {"a": [1.0], "b": [1.5]}}', TWO, {}, ["input 'b'", "DT_INT32", "1.5"]),
     (b'{"inputs": [1]}', {"c": InputSpec(DT.DT_COMPLEX64)}, {}, ["input 'c'", "DT_COMPLEX64"]),
-    (b'{"inputs": [1, 2, 3]}', FLOAT_X, {"max_elements": 2}, ["input 'x'", "3", "limit of 2"]),
+    (
+        b'{"inputs": [[1, 2, 3], [4, 5, 6]]}',
+        FLOAT_X,
+        {"max_tensor_elements": Limit(5, "NNSERVE_MAX_TENSOR_ELEMENTS")},
+        ["input 'x' has 6 elements (shape [2, 3])", "limit of 5 (NNSERVE_MAX_TENSOR_ELEMENTS)"],
+    ),
+    (
+        b'{"inputs": {"a": [1, 2, 3], "b": [4, 5]}}',
+        TWO,
+        {
+            "max_tensor_elements": Limit(3, "T"),
+            "max_request_elements": Limit(4, "NNSERVE_MAX_REQUEST_ELEMENTS"),
+        },
+        ["5 elements together", "limit of 4 (NNSERVE_MAX_REQUEST_ELEMENTS)"],
+    ),
+    (
+        b'{"instances": [{"a": [1, 2], "b": 1}, {"a": [3, 4], "b": 2}]}',
+        TWO,
+        {"max_request_elements": Limit(5, "R")},
+        ["6 elements together", "limit of 5 (R)"],
+    ),
     (
         b'{"inputs": [[1, 2], [3, 4]]}',
         FLOAT_X,

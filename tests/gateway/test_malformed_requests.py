@@ -229,6 +229,22 @@ CASES = [
     ),
     ("get-on-predict", "GET", f"{DIGITS}:predict", {}, 400, ["Malformed request", "GET"]),
     (
+        "too-many-json-values",
+        "POST",
+        "/v1/models/default:predict",
+        {"content": b'{"instances": [' + b"0," * 8_000_000 + b"0]}"},
+        400,
+        ["8000003 values", "limit of 1048576 (NNSERVE_MAX_JSON_VALUES)"],
+    ),
+    (
+        "too-many-elements",
+        "POST",
+        "/v1/models/default:predict",
+        {"content": b'{"inputs": [' + b"0," * 600_000 + b"0]}"},
+        400,
+        ["input 'x' has 600001 elements", "limit of 524288 (NNSERVE_MAX_TENSOR_ELEMENTS)"],
+    ),
+    (
         "huge-body",
         "POST",
         f"{DIGITS}:predict",
