@@ -47,8 +47,16 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed by CORS ('*' for any); empty: no CORS"
     )
+    max_images: int = Field(
+        32, gt=0, le=1000, description="Most images in one :classify_images request"
+    )
     max_image_pixels: int = Field(
         4096 * 4096, gt=0, description="Largest uploaded image (width x height) the gateway decodes"
+    )
+    max_request_pixels: int = Field(
+        4 * 4096 * 4096,
+        gt=0,
+        description="Most pixels (width x height) of all images of one request together",
     )
     # Chosen by the gateway's peak memory for the largest request they let through: at most
     # 140 MB above its 90 MB at rest (README, HTTP API).

@@ -62,7 +62,9 @@ class Limits:
     max_json_values: Limit
     max_tensor_elements: Limit
     max_request_elements: Limit
+    max_images: Limit
     max_image_pixels: Limit
+    max_request_pixels: Limit
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Limits":
@@ -72,14 +74,6 @@ class Limits:
                 for name in cls.__dataclass_fields__
             }
         )
-
-
-@dataclass(frozen=True)
-class Upload:
-    """One uploaded file: its name (for messages) and its bytes."""
-
-    filename: str
-    data: bytes
 
 
 class DataPlane:
@@ -184,22 +178,26 @@ class DataPlane:
         return all(state == AVAILABLE for state in report.values()), report
 
     async def classify_images(
-        self, target: ModelTarget, uploads: Sequence[Upload], top_k: int, invert: bool
+        self, target: ModelTarget, uploads: Sequence[images.Upload], top_k: int, invert: bool
     ) -> bytes:
         """Top-k classes with label names for each uploaded image (nnserve models only)."""
         self._check_names(target)
         if not uploads:
             raise codec.CodecError("no image uploaded: send one or more files in the 'files' field")
+        if len(uploads) > self._limits.max_images.value:
+            raise InvalidRequest(
+                f"{len(uploads)} images uploaded, more than the limit of "
+                f"{self._limits.max_images} per request"
+            )
         version = await self._served_version(target)
         metadata = self._catalog.version_metadata(target.name, version)
         spec = images.ImageInputSpec.from_metadata(metadata.get("input", {}))
-        batch = np.stack(
-            [
-                images.to_model_input(
-                    upload.data, upload.filename, spec, self._limits.max_image_pixels.value, invert
-                )
-                for upload in uploads
-            ]
+        batch = images.to_model_batch(
+            uploads,
+            spec,
+            self._limits.max_image_pixels,
+            self._limits.max_request_pixels,
+            invert,
         )
         tensor = codec.array_to_tensor(batch)
         fixed = ModelTarget(target.name, version=version)

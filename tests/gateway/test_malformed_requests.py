@@ -357,6 +357,22 @@ CASES = [
         ["icc.png"],
     ),
     (
+        "too-many-images",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(*[(f"{i}.jpg", jpeg()) for i in range(33)]),
+        400,
+        ["33 images", "limit of 32 (NNSERVE_MAX_IMAGES)"],
+    ),
+    (
+        "too-many-pixels",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(*[(f"{i}.png", png(4096, 4096)) for i in range(5)]),
+        400,
+        ["5 images have 83886080 pixels", "limit of 67108864 (NNSERVE_MAX_REQUEST_PIXELS)"],
+    ),
+    (
         "top-k-zero",
         "POST",
         f"{DIGITS}:classify_images?top_k=0",
