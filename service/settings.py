@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest model name, version label or signature name the gateway passes on",
     )
+    worker_threads: int = Field(
+        2,
+        gt=0,
+        description="Threads that parse large bodies, encode large answers and decode images",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Level of the gateway's JSON logs"
     )

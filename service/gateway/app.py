@@ -1,6 +1,7 @@
 """The gateway's FastAPI app: routes, middleware, backend lifetime, errors as `{"error": ...}`."""
 
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import orjson
@@ -35,9 +36,11 @@ def create_app(settings: Settings) -> FastAPI:
             observe=metrics.observe_backend,
         )
         catalog = ModelCatalog(settings.model_repo, settings.model_config_file)
-        app.state.dataplane = DataPlane(backend, catalog, Limits.from_settings(settings))
+        workers = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="nnserve-worker")
+        app.state.dataplane = DataPlane(backend, catalog, Limits.from_settings(settings), workers)
         yield
         await backend.close()
+        workers.shutdown()
 
     app = FastAPI(
         title="nnserve gateway",
