@@ -7,6 +7,12 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# nnserve model-server permits a client's keepalive pings every 10 s or more, also without calls
+# (grpc.http2.min_ping_interval_without_data_ms=10000, grpc.keepalive_permit_without_calls=1), and
+# so does the Compose / Kubernetes TF Serving through --grpc_channel_arguments. The gateway must
+# not ping more often: the server would answer with GOAWAY "too_many_pings".
+MODEL_SERVER_MIN_PING_INTERVAL_SECONDS = 10
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NNSERVE_", extra="ignore")
@@ -33,6 +39,11 @@ class Settings(BaseSettings):
     )
     backend_retries: int = Field(
         3, ge=0, description="Retries of a model server call that failed as UNAVAILABLE"
+    )
+    backend_keepalive_seconds: float = Field(
+        30.0,
+        ge=MODEL_SERVER_MIN_PING_INTERVAL_SECONDS,
+        description="How often the gateway pings an idle connection to the model server",
     )
     backend_retry_backoff_seconds: float = Field(
         0.05, ge=0, description="Pause before the first retry; doubled before each further one"

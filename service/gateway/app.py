@@ -33,6 +33,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.request_timeout_seconds,
             retries=settings.backend_retries,
             backoff_seconds=settings.backend_retry_backoff_seconds,
+            keepalive_seconds=settings.backend_keepalive_seconds,
             observe=metrics.observe_backend,
         )
         catalog = ModelCatalog(settings.model_repo, settings.model_config_file)
