@@ -96,11 +96,12 @@ def start_gateway(backend: str, log_file: Path, **settings: str) -> Gateway:
     with log_file.open("ab") as log:
         process = nnserve("gateway", "--port", str(port), env=env, stderr=log)
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _answers(f"{url}/healthz"), START_TIMEOUT, "the gateway's /healthz", process)
+    wait_until(lambda: answers(f"{url}/healthz"), START_TIMEOUT, "the gateway's /healthz", process)
     return Gateway(url, process, log_file)
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 (False while nothing listens there)."""
     try:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:

@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from gateway.servers import answers
+from support import free_port, nnserve, stop, wait_until
 
 from service.gateway.observability import (
     MAX_LABEL_VALUE_LENGTH,
@@ -93,3 +95,31 @@ def test_the_real_gateway_keeps_made_up_versions_out_of_its_metrics(gateway):
         assert (
             f'model="digits-cnn",operation="predict",status="{status}",version="{OTHER}"'
         ) in metrics
+
+
+def test_every_line_a_real_gateway_writes_is_json_native_ones_too(tmp_path):
+    # GRPC_VERBOSITY=debug makes gRPC core warn, in its own plain-text format, that the level is
+    # not for production: a native line written straight to descriptor 2.
+    log_file = tmp_path / "gateway.log"
+    port = free_port()
+    env = {
+        "NNSERVE_TFSERVING_ADDR": f"127.0.0.1:{free_port()}",  # nothing listens there
+        "NNSERVE_MODEL_REPO": str(tmp_path),
+        "NNSERVE_BACKEND_RETRIES": "0",
+        "GRPC_VERBOSITY": "debug",
+    }
+    with log_file.open("wb") as log:
+        process = nnserve("gateway", "--port", str(port), env=env, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: answers(f"{url}/healthz"), 60, "the gateway", process)
+        assert httpx.post(f"{url}/v1/models/m:predict", content=b"{").status_code == 400
+        assert httpx.post(f"{url}/v1/models/m:predict", json={"inputs": [1]}).status_code == 503
+    finally:
+        assert stop(process) == 0
+    entries = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert all(isinstance(entry, dict) for entry in entries)
+    assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
+    native = [entry for entry in entries if entry["logger"] == "native"]
+    assert any(".cc:" in entry["message"] for entry in native)  # gRPC core's own line
+    assert any(entry["logger"] == "nnserve.gateway.access" for entry in entries)
