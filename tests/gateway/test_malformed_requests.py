@@ -1,5 +1,7 @@
 """A table of malformed requests: each gets the right 4xx and a message naming the problem."""
 
+import json
+
 import httpx
 import pytest
 from gateway.image_files import chunk, inflating_to, jpeg, png
@@ -150,10 +152,10 @@ CASES = [
     (
         "integer-beyond-64-bits",
         "POST",
-        "/v1/models/default:predict",
-        {"content": b'{"instances": [18446744073709551616]}'},
+        f"{DIGITS}:predict",
+        {"content": json.dumps({"instances": [ROW]}).replace("0.0", "18446744073709551616", 1)},
         400,
-        ["18446744073709551616", "DT_FLOAT", "precision"],
+        ["input 'image'", "18446744073709551616", "DT_FLOAT", "precision"],
     ),
     (
         "unknown-input-name",
@@ -231,7 +233,7 @@ CASES = [
     (
         "too-many-json-values",
         "POST",
-        "/v1/models/default:predict",
+        f"{DIGITS}:predict",
         {"content": b'{"instances": [' + b"0," * 8_000_000 + b"0]}"},
         400,
         ["8000003 values", "limit of 1048576 (NNSERVE_MAX_JSON_VALUES)"],
@@ -239,10 +241,10 @@ CASES = [
     (
         "too-many-elements",
         "POST",
-        "/v1/models/default:predict",
+        f"{DIGITS}:predict",
         {"content": b'{"inputs": [' + b"0," * 600_000 + b"0]}"},
         400,
-        ["input 'x' has 600001 elements", "limit of 524288 (NNSERVE_MAX_TENSOR_ELEMENTS)"],
+        ["input 'image' has 600001 elements", "limit of 524288 (NNSERVE_MAX_TENSOR_ELEMENTS)"],
     ),
     (
         "huge-body",
