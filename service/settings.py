@@ -7,6 +7,12 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# nnserve model-server permits a client's keepalive pings every 10 s or more, also without calls
+# (grpc.http2.min_ping_interval_without_data_ms=10000, grpc.keepalive_permit_without_calls=1), and
+# so does the Compose / Kubernetes TF Serving through --grpc_channel_arguments. The gateway must
+# not ping more often: the server would answer with GOAWAY "too_many_pings".
+MODEL_SERVER_MIN_PING_INTERVAL_SECONDS = 10
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NNSERVE_", extra="ignore")
@@ -34,6 +40,11 @@ class Settings(BaseSettings):
     backend_retries: int = Field(
         3, ge=0, description="Retries of a model server call that failed as UNAVAILABLE"
     )
+    backend_keepalive_seconds: float = Field(
+        30.0,
+        ge=MODEL_SERVER_MIN_PING_INTERVAL_SECONDS,
+        description="How often the gateway pings an idle connection to the model server",
+    )
     backend_retry_backoff_seconds: float = Field(
         0.05, ge=0, description="Pause before the first retry; doubled before each further one"
     )
@@ -47,8 +58,47 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed by CORS ('*' for any); empty: no CORS"
     )
+    max_images: int = Field(
+        32, gt=0, le=1000, description="Most images in one :classify_images request"
+    )
     max_image_pixels: int = Field(
         4096 * 4096, gt=0, description="Largest uploaded image (width x height) the gateway decodes"
+    )
+    max_request_pixels: int = Field(
+        4 * 4096 * 4096,
+        gt=0,
+        description="Most pixels (width x height) of all images of one request together",
+    )
+    # Chosen by the gateway's peak memory for the largest request they let through: at most
+    # 140 MB above its 90 MB at rest (README, HTTP API).
+    max_json_values: int = Field(
+        1024 * 1024, gt=0, description="Most JSON values (arrays, objects, scalars) in a body"
+    )
+    max_tensor_elements: int = Field(
+        512 * 1024, gt=0, description="Most elements in one input of a :predict JSON request"
+    )
+    max_request_elements: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="Most elements in all inputs of a :predict JSON request together",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        gt=0,
+        description="Largest request line and headers the gateway reads (else 431)",
+    )
+    max_headers: int = Field(
+        100, gt=0, description="Most header fields in a request (else 431, connection closed)"
+    )
+    max_name_length: int = Field(
+        256,
+        gt=0,
+        description="Longest model name, version label or signature name the gateway passes on",
+    )
+    worker_threads: int = Field(
+        2,
+        gt=0,
+        description="Threads that parse large bodies, encode large answers and decode images",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Level of the gateway's and the model server's JSON logs"
@@ -59,6 +109,11 @@ class Settings(BaseSettings):
 
     def cors_origin_list(self) -> list[str]:
         return _split(self.cors_origins)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a field of `Settings`."""
+    return f"{Settings.model_config['env_prefix']}{field.upper()}"
 
 
 def _split(text: str) -> list[str]:

@@ -1,6 +1,7 @@
 """The gateway's FastAPI app: routes, middleware, backend lifetime, errors as `{"error": ...}`."""
 
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import orjson
@@ -12,8 +13,8 @@ from starlette.middleware.cors import CORSMiddleware
 from service.gateway.backend import BackendError, TFServingBackend
 from service.gateway.catalog import CatalogError, ModelCatalog
 from service.gateway.codec import CodecError
-from service.gateway.dataplane import DataPlane
-from service.gateway.errors import HTTP_STATUS_BY_CODE
+from service.gateway.dataplane import DataPlane, Limits
+from service.gateway.errors import HTTP_STATUS_BY_CODE, InvalidRequest
 from service.gateway.guard import Guard
 from service.gateway.images import ImageError
 from service.gateway.observability import GatewayMetrics, RequestObserver
@@ -32,14 +33,15 @@ def create_app(settings: Settings) -> FastAPI:
             settings.request_timeout_seconds,
             retries=settings.backend_retries,
             backoff_seconds=settings.backend_retry_backoff_seconds,
+            keepalive_seconds=settings.backend_keepalive_seconds,
             observe=metrics.observe_backend,
         )
         catalog = ModelCatalog(settings.model_repo, settings.model_config_file)
-        app.state.dataplane = DataPlane(
-            backend, catalog, max_image_pixels=settings.max_image_pixels
-        )
+        workers = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="nnserve-worker")
+        app.state.dataplane = DataPlane(backend, catalog, Limits.from_settings(settings), workers)
         yield
         await backend.close()
+        workers.shutdown()
 
     app = FastAPI(
         title="nnserve gateway",
@@ -52,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(demo.router)
     app.add_exception_handler(CodecError, _bad_request)
     app.add_exception_handler(ImageError, _bad_request)
+    app.add_exception_handler(InvalidRequest, _bad_request)
     app.add_exception_handler(CatalogError, _catalog_error)
     app.add_exception_handler(BackendError, _backend_error)
     app.add_exception_handler(HTTPException, _http_error)
@@ -84,7 +87,9 @@ def error_response(status_code: int, message: str) -> Response:
     )
 
 
-async def _bad_request(request: Request, error: CodecError | ImageError) -> Response:
+async def _bad_request(
+    request: Request, error: CodecError | ImageError | InvalidRequest
+) -> Response:
     return error_response(400, error.message)
 
 

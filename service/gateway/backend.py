@@ -14,18 +14,30 @@ from service import wire
 from service.gateway.errors import GatewayError
 from service.wire import methods
 
-# Keep idle connections alive through proxies, notice a dead peer within seconds, and reconnect
-# quickly to a model server that comes back (gRPC's default backoff grows to two minutes).
-CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-]
+
+def channel_options(keepalive_seconds: float) -> list[tuple[str, int]]:
+    """Keep idle connections alive through proxies, notice a dead peer within seconds, and
+    reconnect quickly to a model server that comes back (gRPC's default backoff grows to two
+    minutes).
+
+    The model server answers pings more frequent than it permits with GOAWAY "too_many_pings":
+    `keepalive_seconds` must not be below settings.MODEL_SERVER_MIN_PING_INTERVAL_SECONDS (the
+    settings refuse that).
+    """
+    return [
+        ("grpc.keepalive_time_ms", round(keepalive_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # gRPC's client stops pinging after this many pings without data (default 2), which
+        # would leave an idle connection unwatched; 0 keeps pinging.
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ]
+
 
 # Called after every backend call with the method's name, the status code's name and seconds.
 CallObserver = Callable[[str, str, float], None]
@@ -46,6 +58,7 @@ class TFServingBackend:
         timeout_seconds: float,
         retries: int = 3,
         backoff_seconds: float = 0.05,
+        keepalive_seconds: float = 30.0,
         observe: CallObserver | None = None,
     ) -> None:
         self.address = address
@@ -53,7 +66,9 @@ class TFServingBackend:
         self._retries = retries
         self._backoff = backoff_seconds
         self._observe = observe
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(
+            address, options=channel_options(keepalive_seconds)
+        )
         self._predict = methods.PREDICT.bind(self._channel)
         self._classify = methods.CLASSIFY.bind(self._channel)
         self._regress = methods.REGRESS.bind(self._channel)

@@ -4,9 +4,13 @@ TF Serving's gRPC API cannot list its models, and GetModelStatus does not show v
 The gateway therefore reads what the model server itself is configured with: TF Serving's model
 config file (`NNSERVE_MODEL_CONFIG_FILE`, model names and version labels) when given, otherwise
 the model repository (`NNSERVE_MODEL_REPO`, one folder per model, no labels).
+
+Client-visible messages name models and versions, never a path on the server; the paths go
+to the gateway's log.
 """
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +20,10 @@ from service import model_repository, wire
 from service.gateway.errors import GatewayError
 
 METADATA_PATH = Path("assets.extra") / "nnserve.json"
+# Characters that would make a model name more than one folder name (backslash for Windows).
+_PATH_SEPARATORS = ("/", "\\", "\0")
+
+log = logging.getLogger("nnserve.gateway")
 
 
 class CatalogError(GatewayError):
@@ -44,18 +52,28 @@ class ModelCatalog:
         return next((model for model in self.models() if model.name == name), None)
 
     def version_metadata(self, name: str, version: int) -> dict:
-        """The version's assets.extra/nnserve.json, as written by the training pipeline."""
+        """The version's assets.extra/nnserve.json, as written by the training pipeline.
+
+        Ask only for a version the model server serves: the name may come from a client.
+        """
         model = self.model(name)
-        base = model.base_path if model else self._repo / name
+        if model is not None:
+            base = model.base_path
+        elif name in ("", ".", "..") or any(sep in name for sep in _PATH_SEPARATORS):
+            raise CatalogError(f"model name {name!r} is not a folder name in the model repository")
+        else:
+            base = self._repo / name
         path = _version_dir(base, version) / METADATA_PATH
+        which = f"version {version} of model {name}"
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
-            raise CatalogError(
-                f"version {version} of model {name} has no {METADATA_PATH} (looked in {path})"
-            ) from None
+            log.warning("%s: no %s", which, path)
+            raise CatalogError(f"{which} has no {METADATA_PATH}") from None
         except (OSError, ValueError) as error:
-            raise CatalogError(f"cannot read {path}: {error}") from None
+            log.warning("%s: cannot read %s: %s", which, path, error)
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            raise CatalogError(f"cannot read {METADATA_PATH} of {which}: {reason}") from None
 
     def _repository_models(self) -> list[ConfiguredModel]:
         if not self._repo.is_dir():
@@ -71,7 +89,11 @@ class ModelCatalog:
         try:
             config = text_format.Parse(path.read_text(), wire.ModelServerConfig())
         except (OSError, text_format.ParseError) as error:
-            raise CatalogError(f"cannot read the model config file {path}: {error}") from None
+            log.warning("cannot read the model config file %s: %s", path, error)
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            raise CatalogError(
+                f"cannot read the model config file (NNSERVE_MODEL_CONFIG_FILE): {reason}"
+            ) from None
         return sorted(
             (
                 ConfiguredModel(item.name, Path(item.base_path), dict(item.version_labels))

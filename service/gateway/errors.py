@@ -1,5 +1,7 @@
-"""What the gateway's parts raise, and how TF Serving's REST layer maps a canonical error code
-to an HTTP status."""
+"""What the gateway's parts raise, the limits they refuse by, and how TF Serving's REST layer
+maps a canonical error code to an HTTP status."""
+
+from dataclasses import dataclass
 
 
 class GatewayError(Exception):
@@ -8,6 +10,22 @@ class GatewayError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class InvalidRequest(GatewayError):
+    """A request the gateway refuses itself (answered 400), such as one over a limit."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A bound from the settings and the variable that sets it: refusals name both, so that a
+    client learns the bound and an operator the knob."""
+
+    value: int
+    setting: str
+
+    def __str__(self) -> str:
+        return f"{self.value} ({self.setting})"
 
 
 HTTP_STATUS_BY_CODE = {

@@ -16,9 +16,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# Model names that have been answered with 2xx; any other name is counted as "(other)" so
-# that clients cannot blow up the number of time series with made-up names.
-OTHER_MODEL = "(other)"
+# Clients choose model names, versions and labels, so they must not choose label values: a model
+# becomes a label value once it has been answered with 2xx, and so does each of its versions and
+# labels, up to VALUES_PER_MODEL of them; anything else is counted as "(other)". Every value is
+# cut to MAX_LABEL_VALUE_LENGTH characters.
+OTHER = "(other)"
+VALUES_PER_MODEL = 20
+MAX_LABEL_VALUE_LENGTH = 100
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -65,25 +69,40 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.known_models: set[str] = set()
+        # Model -> its versions and labels answered with 2xx (see VALUES_PER_MODEL).
+        self.known: dict[str, set[str]] = {}
 
     def observe_backend(self, method: str, code: str, seconds: float) -> None:
         self.backend_seconds.labels(method, code).observe(seconds)
 
     def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
-        params = scope.get("path_params", {})
-        model = params.get("name")
+        model, version = self._model_and_version(scope.get("path_params", {}), status)
         operation = _operation(scope)
-        if model is not None and 200 <= status < 300:
-            self.known_models.add(model)
-        if model is None:
-            model, version = "", ""
-        elif model in self.known_models:
-            version = str(params.get("version") or params.get("label") or "latest")
-        else:
-            model, version = OTHER_MODEL, ""
         self.requests.labels(model, version, operation, str(status)).inc()
         self.request_seconds.labels(operation).observe(seconds)
+
+    def _model_and_version(self, params: dict, status: int) -> tuple[str, str]:
+        if "name" not in params:
+            return "", ""
+        model = _cut(params["name"])
+        if "version" in params:
+            version = _cut(str(params["version"]))
+        else:
+            version = _cut(params.get("label", "latest"))
+        versions = self.known.get(model)
+        if 200 <= status < 300:
+            versions = self.known.setdefault(model, set())
+            if len(versions) < VALUES_PER_MODEL:
+                versions.add(version)
+        if versions is None:
+            return OTHER, ""
+        return model, version if version in versions else OTHER
+
+
+def _cut(value: str) -> str:
+    if len(value) <= MAX_LABEL_VALUE_LENGTH:
+        return value
+    return value[: MAX_LABEL_VALUE_LENGTH - 3] + "..."
 
 
 def _operation(scope: Scope) -> str:

@@ -1,13 +1,15 @@
 """Run the gateway under uvicorn on a socket bound up front: a taken port is a clear error."""
 
 import gc
+import signal
 
 import uvicorn
 
 from service import json_logging
 from service.gateway.app import create_app
+from service.gateway.protocol import http_protocol
 from service.ports import listen
-from service.settings import get_settings
+from service.settings import env_name, get_settings
 
 
 def serve(host: str, port: int) -> None:
@@ -17,11 +19,20 @@ def serve(host: str, port: int) -> None:
     json_logging.configure(level, json_logging.capture_native_stderr(level))
     config = uvicorn.Config(
         create_app(settings),
+        http=http_protocol(
+            settings.max_header_bytes,
+            settings.max_headers,
+            env_name("max_header_bytes"),
+            env_name("max_headers"),
+        ),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
     )
     _tune_garbage_collector()
+    # uvicorn raises SIGTERM again once it has shut down gracefully, for the handler it found:
+    # with nothing left to do, the gateway then exits 0, as the model server does.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -2,10 +2,14 @@
 
 The model server reads a TF Serving model config file with three models: TF Serving's own
 half_plus_two as `default` (its REST tests' name), the two-version half_plus_two as `two` with
-version labels, and the digits model the suite trains once.
+version labels, and the digits model the suite trains once. `SlowModelServer` stands in for a
+model server that answers slowly.
 """
 
 import subprocess
+import threading
+import time
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,12 +96,78 @@ def start_gateway(backend: str, log_file: Path, **settings: str) -> Gateway:
     with log_file.open("ab") as log:
         process = nnserve("gateway", "--port", str(port), env=env, stderr=log)
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _answers(f"{url}/healthz"), START_TIMEOUT, "the gateway's /healthz", process)
+    wait_until(lambda: answers(f"{url}/healthz"), START_TIMEOUT, "the gateway's /healthz", process)
     return Gateway(url, process, log_file)
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 (False while nothing listens there)."""
     try:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+class SlowModelServer:
+    """A small real gRPC server in the test process that serves one model `m` with input `x`
+    (DT_FLOAT, [-1]): GetModelMetadata at once, Predict after `delay` seconds, answering
+    `{"y": [1.0]}`. `active` counts the Predict calls being answered."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        self.delay = delay
+        self.active = 0
+        self._lock = threading.Lock()
+        signatures = wire.SignatureDefMap()
+        signature = signatures.signature_def["serving_default"]
+        signature.inputs["x"].dtype = wire.types_pb2.DT_FLOAT
+        signature.inputs["x"].tensor_shape.dim.add(size=-1)
+        signature.outputs["y"].dtype = wire.types_pb2.DT_FLOAT
+        self._signatures = wire.pack_any(signatures)
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+        self._server.add_generic_rpc_handlers(
+            [
+                _handlers(methods.GET_MODEL_METADATA, self._metadata),
+                _handlers(methods.PREDICT, self._predict),
+            ]
+        )
+        self._server.add_insecure_port(f"127.0.0.1:{port}")
+
+    def __enter__(self) -> "SlowModelServer":
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._server.stop(0)
+
+    def _metadata(
+        self, request: wire.GetModelMetadataRequest, context
+    ) -> wire.GetModelMetadataResponse:
+        response = wire.GetModelMetadataResponse(model_spec=request.model_spec)
+        response.metadata["signature_def"].CopyFrom(self._signatures)
+        return response
+
+    def _predict(self, request: wire.PredictRequest, context) -> wire.PredictResponse:
+        with self._lock:
+            self.active += 1
+        time.sleep(self.delay)
+        with self._lock:
+            self.active -= 1
+        response = wire.PredictResponse()
+        output = response.outputs["y"]
+        output.dtype = wire.types_pb2.DT_FLOAT
+        output.tensor_shape.dim.add(size=1)
+        output.float_val.append(1.0)
+        return response
+
+
+def _handlers(method: methods.Method, behaviour) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        method.service,
+        {
+            method.name: grpc.unary_unary_rpc_method_handler(
+                behaviour,
+                request_deserializer=method.request_type.FromString,
+                response_serializer=method.response_type.SerializeToString,
+            )
+        },
+    )

@@ -13,6 +13,7 @@ import pytest
 import service.wire as wire
 from service.gateway import codec
 from service.gateway.codec import CodecError, InputSpec
+from service.gateway.errors import Limit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTDATA = REPO_ROOT.parent / "shared" / "tfserving-testdata"
@@ -49,8 +50,10 @@ def shape_of(proto: wire.TensorProto) -> list[int]:
     return [dim.size for dim in proto.tensor_shape.dim]
 
 
-def decode(body: bytes | str, specs=FLOAT_X, **options) -> codec.PredictInputs:
-    return codec.predict_inputs(codec.parse_json(body), specs, **options)
+def decode(
+    body: bytes | str, specs=FLOAT_X, max_values: Limit | None = None, **options
+) -> codec.PredictInputs:
+    return codec.predict_inputs(codec.parse_json(body, max_values), specs, **options)
 
 
 # --- every dtype, both directions ----------------------------------------------------------
@@ -282,6 +285,34 @@ def test_shape_check_tolerates_size_1_dimensions_as_tf_serving_does():
     assert "[-1, 1]" in caught.value.message
 
 
+DIGIT_IMAGE = {"image": InputSpec(DT.DT_FLOAT, (None, 8, 8, 1))}
+
+
+@pytest.mark.parametrize(
+    ("body", "specs", "restorable"),
+    [
+        (b'{"instances": [2.0, 3.0, 4.0]}', FLOAT_X, {"x": (3, 1)}),
+        (b'{"instances": [[2.0], [3.0]]}', FLOAT_X, {}),
+        (b'{"inputs": 2.0}', FLOAT_X, {"x": (1, 1)}),
+        (orjson.dumps({"instances": [[[0.0] * 8] * 8]}), DIGIT_IMAGE, {"image": (1, 8, 8, 1)}),
+        (orjson.dumps({"inputs": [[0.0] * 8] * 8}), DIGIT_IMAGE, {"image": (1, 8, 8, 1)}),
+        (orjson.dumps({"instances": [[[0.0] * 8] * 8] * 2}), DIGIT_IMAGE, {"image": (2, 8, 8, 1)}),
+        (orjson.dumps({"instances": [[[[0.0]] * 8] * 8]}), DIGIT_IMAGE, {}),
+        (orjson.dumps({"inputs": [[[[[0.0]]] * 8] * 8]}), DIGIT_IMAGE, {"image": (1, 8, 8, 1)}),
+        (b'{"inputs": ' + b"[" * 60 + b"1.0" + b"]" * 60 + b"}", FLOAT_X, {"x": (1, 1)}),
+    ],
+    ids=["3", "2x1", "scalar", "8x8-row", "8x8", "2x8x8", "1x8x8x1", "8x8x1x1", "60-dims"],
+)
+def test_a_shape_that_fits_once_size_1_dims_are_ignored_can_be_restored(
+    body: bytes, specs, restorable: dict
+):
+    inputs = decode(body, specs, check_shapes=True)
+    assert inputs.restorable == restorable
+    for name, shape in restorable.items():
+        codec.set_shape(inputs.tensors[name], shape)
+        assert codec.tensor_to_array(inputs.tensors[name]).shape == shape
+
+
 def test_half_plus_two_classify_and_regress():
     doc = codec.parse_json(b'{"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}')
     assert codec.request_signature_name(doc) == "classify_x_to_y"
@@ -402,6 +433,12 @@ STRING = {"s": InputSpec(DT.DT_STRING)}
 MALFORMED = [
     # (body, specs, options, words the message must contain)
     (b"", FLOAT_X, {}, ["JSON Parse error", "empty"]),
+    (
+        b'{"inputs": [[1, 2], {"a": 3}]}',
+        FLOAT_X,
+        {"max_values": Limit(5, "NNSERVE_MAX_JSON_VALUES")},
+        ["JSON body has 7 values", "limit of 5 (NNSERVE_MAX_JSON_VALUES)"],
+    ),
     (b'{"inputs": [1, 2}', FLOAT_X, {}, ["JSON Parse error", "column"]),
     (b"[1, 2]", FLOAT_X, {}, ["[1,2]", "object"]),
     (b'{"inputs": [1.0, NaN]}', FLOAT_X, {}, ["NaN", "Infinity", "not valid JSON"]),
@@ -424,6 +461,16 @@ MALFORMED = [
     (b'{"inputs": [9223372036854775808]}', INT32, {}, ["input 'n'", "9223372036854775808"]),
     (b'{"inputs": [1e39]}', FLOAT_X, {}, ["input 'x'", "1e+39", "DT_FLOAT"]),
     (b'{"inputs": [16777217]}', FLOAT_X, {}, ["input 'x'", "16777217", "precision"]),
+    # Integers beyond 64 bits: orjson reads them as floats, the integer rules must still hold.
+    (b'{"inputs": [18446744073709551616]}', FLOAT_X, {}, ["18446744073709551616", "precision"]),
+    (b'{"inputs": [-9223372036854775809]}', FLOAT_X, {}, ["-9223372036854775809", "precision"]),
+    (b'{"inputs": [18446744073709551616]}', INT32, {}, ["18446744073709551616", "DT_INT32"]),
+    (
+        b'{"inputs": ' + b"[" * 1000 + b"12345678901234567890" + b"]" * 1000 + b"}",
+        FLOAT_X,
+        {},
+        ["JSON Parse error", "nested too deeply"],
+    ),
     (b'{"inputs": ["a", 3]}', STRING, {}, ["input 's'", "DT_STRING", "number 3"]),
     (b'{"inputs": [{"b64": "not base64!"}]}', STRING, {}, ["input 's'", "base64", "not base64!"]),
     (b'{"inputs": [{"b64": "YQ==", "x": 1}]}', STRING, {}, ["input 's'", '"b64"', '"x":1']),
@@ -443,7 +490,27 @@ MALFORMED = [
     (b'{"inputs": {"a": [1.0]}}', TWO, {}, ["'inputs'", "missing", "b"]),
     (b'{"inputs": {"a": [1.0], "b": [1.5]}}', TWO, {}, ["input 'b'", "DT_INT32", "1.5"]),
     (b'{"inputs": [1]}', {"c": InputSpec(DT.DT_COMPLEX64)}, {}, ["input 'c'", "DT_COMPLEX64"]),
-    (b'{"inputs": [1, 2, 3]}', FLOAT_X, {"max_elements": 2}, ["input 'x'", "3", "limit of 2"]),
+    (
+        b'{"inputs": [[1, 2, 3], [4, 5, 6]]}',
+        FLOAT_X,
+        {"max_tensor_elements": Limit(5, "NNSERVE_MAX_TENSOR_ELEMENTS")},
+        ["input 'x' has 6 elements (shape [2, 3])", "limit of 5 (NNSERVE_MAX_TENSOR_ELEMENTS)"],
+    ),
+    (
+        b'{"inputs": {"a": [1, 2, 3], "b": [4, 5]}}',
+        TWO,
+        {
+            "max_tensor_elements": Limit(3, "T"),
+            "max_request_elements": Limit(4, "NNSERVE_MAX_REQUEST_ELEMENTS"),
+        },
+        ["5 elements together", "limit of 4 (NNSERVE_MAX_REQUEST_ELEMENTS)"],
+    ),
+    (
+        b'{"instances": [{"a": [1, 2], "b": 1}, {"a": [3, 4], "b": 2}]}',
+        TWO,
+        {"max_request_elements": Limit(5, "R")},
+        ["6 elements together", "limit of 5 (R)"],
+    ),
     (
         b'{"inputs": [[1, 2], [3, 4]]}',
         FLOAT_X,

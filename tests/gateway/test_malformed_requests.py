@@ -1,36 +1,16 @@
 """A table of malformed requests: each gets the right 4xx and a message naming the problem."""
 
-import io
-import struct
-import zlib
+import json
 
 import httpx
 import pytest
-from PIL import Image
+from gateway.image_files import chunk, inflating_to, jpeg, png
 
 DIGITS = "/v1/models/digits-cnn"
 ROW = [[[0.0]] * 8] * 8  # one 8x8x1 digit image
 
 
-def png(width: int, height: int) -> bytes:
-    """A real PNG of black pixels, written by hand so it can be far larger than it is heavy."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    rows = zlib.compress(b"\x00" * (width + 1) * height, 9)
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-    )
-
-
-def jpeg() -> bytes:
-    out = io.BytesIO()
-    Image.new("L", (16, 16)).save(out, format="JPEG")
-    return out.getvalue()
+LONG_NAME = "n" * 17_000  # past gRPC's 16 KB metadata limit once the model server echoes it
 
 
 def upload(*files: tuple[str, bytes]) -> dict:
@@ -170,6 +150,14 @@ CASES = [
         ["DT_FLOAT", "out of range"],
     ),
     (
+        "integer-beyond-64-bits",
+        "POST",
+        f"{DIGITS}:predict",
+        {"content": json.dumps({"instances": [ROW]}).replace("0.0", "18446744073709551616", 1)},
+        400,
+        ["input 'image'", "18446744073709551616", "DT_FLOAT", "precision"],
+    ),
+    (
         "unknown-input-name",
         "POST",
         f"{DIGITS}:predict",
@@ -242,6 +230,22 @@ CASES = [
         ["Malformed request", ":explode"],
     ),
     ("get-on-predict", "GET", f"{DIGITS}:predict", {}, 400, ["Malformed request", "GET"]),
+    (
+        "too-many-json-values",
+        "POST",
+        f"{DIGITS}:predict",
+        {"content": b'{"instances": [' + b"0," * 8_000_000 + b"0]}"},
+        400,
+        ["8000003 values", "limit of 1048576 (NNSERVE_MAX_JSON_VALUES)"],
+    ),
+    (
+        "too-many-elements",
+        "POST",
+        f"{DIGITS}:predict",
+        {"content": b'{"inputs": [' + b"0," * 600_000 + b"0]}"},
+        400,
+        ["input 'image' has 600001 elements", "limit of 524288 (NNSERVE_MAX_TENSOR_ELEMENTS)"],
+    ),
     (
         "huge-body",
         "POST",
@@ -331,6 +335,46 @@ CASES = [
         ["bomb.png", "5000x5000", "limit"],
     ),
     (
+        "truncated-jpeg",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(("cut.jpg", jpeg()[:200])),
+        400,
+        ["cut.jpg"],
+    ),
+    (
+        "png-ztxt-bomb",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(("text.png", png(8, 8, chunk(b"zTXt", b"k\x00\x00" + inflating_to(50_000_000))))),
+        400,
+        ["text.png"],
+    ),
+    (
+        "png-iccp-bomb",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(("icc.png", png(8, 8, chunk(b"iCCP", b"p\x00\x00" + inflating_to(50_000_000))))),
+        400,
+        ["icc.png"],
+    ),
+    (
+        "too-many-images",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(*[(f"{i}.jpg", jpeg()) for i in range(33)]),
+        400,
+        ["33 images", "limit of 32 (NNSERVE_MAX_IMAGES)"],
+    ),
+    (
+        "too-many-pixels",
+        "POST",
+        f"{DIGITS}:classify_images",
+        upload(*[(f"{i}.png", png(4096, 4096)) for i in range(5)]),
+        400,
+        ["5 images have 83886080 pixels", "limit of 67108864 (NNSERVE_MAX_REQUEST_PIXELS)"],
+    ),
+    (
         "top-k-zero",
         "POST",
         f"{DIGITS}:classify_images?top_k=0",
@@ -345,6 +389,46 @@ CASES = [
         upload(("a.jpg", jpeg())),
         404,
         ["nope"],
+    ),
+    (
+        "image-dot-dot-model",
+        "POST",
+        "/v1/models/%2e%2e/versions/1:classify_images",
+        upload(("a.jpg", jpeg())),
+        404,
+        [".."],
+    ),
+    (
+        "long-model-name",
+        "POST",
+        f"/v1/models/{LONG_NAME}:predict",
+        {"json": {"instances": [ROW]}},
+        400,
+        ["model name", "17000", "limit of 256", "NNSERVE_MAX_NAME_LENGTH"],
+    ),
+    (
+        "long-version-label",
+        "POST",
+        f"{DIGITS}/labels/{LONG_NAME}:predict",
+        {"json": {"instances": [ROW]}},
+        400,
+        ["version label", "17000", "limit of 256", "NNSERVE_MAX_NAME_LENGTH"],
+    ),
+    (
+        "long-signature-name",
+        "POST",
+        f"{DIGITS}:predict",
+        {"json": {"signature_name": LONG_NAME, "instances": [ROW]}},
+        400,
+        ["signature name", "17000", "limit of 256", "NNSERVE_MAX_NAME_LENGTH"],
+    ),
+    (
+        "long-model-name-status",
+        "GET",
+        f"/v1/models/{LONG_NAME}",
+        {},
+        400,
+        ["model name", "limit of 256"],
     ),
 ]
 
@@ -362,6 +446,7 @@ def test_malformed_request_is_a_clear_4xx(gateway, method, path, request_args, s
     for word in words:
         assert word in message
     assert "Traceback" not in response.text
+    assert len(message) < 2000  # names are not echoed whole
 
 
 def test_the_table_is_large_and_the_gateway_is_healthy_after_it(gateway, trained_digits):

@@ -147,3 +147,29 @@ def test_b64_values_reach_a_string_input(gateway):
     )
     assert response.status_code == 200, response.text
     assert response.json() == {"outputs": [[3.0]]}
+
+
+def backend_predicts(gateway, code: str) -> float:
+    """How many Predict calls the gateway has made that the model server answered `code`."""
+    prefix = f'nnserve_gateway_backend_seconds_count{{code="{code}",method="Predict"}}'
+    lines = httpx.get(f"{gateway.url}/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+
+def test_a_digit_without_its_size_1_dimensions_is_answered(model_server, gateways, trained_digits):
+    # A gateway of its own: it has not yet learned that these tensors need restoring.
+    gateway = gateways(model_server.address, model_config_file=str(model_server.config_file))
+    example = json.loads(
+        (trained_digits.version_dir / "assets.extra" / "example_request.json").read_text()
+    )
+    full = post(gateway, "/v1/models/digits-cnn:predict", example).json()["predictions"][0]
+    digit = np.array(example["instances"][0])[..., 0].tolist()  # [8, 8] for [-1, 8, 8, 1]
+    for body in [{"instances": [digit]}] * 3 + [{"inputs": digit}] * 3:
+        response = post(gateway, "/v1/models/digits-cnn:predict", body)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        (prediction,) = answer["predictions"] if "predictions" in answer else [answer["outputs"]]
+        assert np.ravel(prediction["class_id"]).tolist() == [full["class_id"]]
+        np.testing.assert_allclose(np.ravel(prediction["probabilities"]), full["probabilities"])
+    # Each rank ([1, 8, 8] and [8, 8]) was sent as it is once, refused, and restored from then on.
+    assert backend_predicts(gateway, "INVALID_ARGUMENT") == 2

@@ -5,7 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from starlette.convertors import Convertor, register_url_convertor
 
-from service.gateway.dataplane import DataPlane, ModelTarget, Upload
+from service.gateway.dataplane import DataPlane, ModelTarget
+from service.gateway.images import Upload
 
 
 class ModelNameConvertor(Convertor):
