@@ -90,12 +90,12 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> int:
 
 @contextlib.contextmanager
 def model_server_and_gateway(
-    *server_flags: str, gateway_env: dict[str, str] | None = None
+    *server_flags: str, gateway_env: dict[str, str] | None = None, grpc_port: int | None = None
 ) -> Iterator[tuple[str, subprocess.Popen, subprocess.Popen]]:
-    """`nnserve model-server FLAGS` on a free port and `nnserve gateway` in front of it: yields
-    the gateway's URL and both processes, and stops both at the end (their exit statuses are
-    then in `returncode`)."""
-    grpc_port, http_port = free_port(), free_port()
+    """`nnserve model-server FLAGS` on `grpc_port` (default: a free one) and `nnserve gateway`
+    in front of it: yields the gateway's URL and both processes, and stops both at the end
+    (their exit statuses are then in `returncode`)."""
+    grpc_port, http_port = grpc_port or free_port(), free_port()
     server = nnserve("model-server", "--host=127.0.0.1", f"--port={grpc_port}", *server_flags)
     gateway = nnserve(
         "gateway",
