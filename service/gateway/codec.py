@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service import shapes
 from service.gateway.errors import GatewayError, Limit
 from service.wire import (
     classification_pb2,
@@ -218,10 +219,6 @@ def _is_named_object(value: Any) -> bool:
     return isinstance(value, dict) and not _is_b64_object(value)
 
 
-def _shape_text(shape: Sequence[int | None]) -> str:
-    return "[" + ", ".join("-1" if d is None or d < 0 else str(d) for d in shape) + "]"
-
-
 def _b64decode(value: Any, where: str) -> bytes:
     if not _is_b64_object(value):
         raise CodecError(
@@ -357,7 +354,7 @@ def _check_element_counts(
         count = math.prod(shape)
         if tensor_limit is not None and count > tensor_limit.value:
             raise CodecError(
-                f"input '{name}' has {count} elements (shape {_shape_text(shape)}), more than "
+                f"input '{name}' has {count} elements (shape {shapes.text(shape)}), more than "
                 f"the limit of {tensor_limit} per input"
             )
         total += count
@@ -434,12 +431,12 @@ def _columns_from_inputs(inputs: Any, specs: Mapping[str, InputSpec]) -> dict[st
 def _ragged_detail(value: Any, batched: bool) -> str:
     """Where a nested list stops being rectangular (error path only)."""
     if batched:
-        shapes = [np.shape(np.array(item, dtype=object)) for item in value]
-        for index, shape in enumerate(shapes):
-            if shape != shapes[0]:
+        instance_shapes = [np.shape(np.array(item, dtype=object)) for item in value]
+        for index, shape in enumerate(instance_shapes):
+            if shape != instance_shapes[0]:
                 return (
-                    f"instance {index} has shape {_shape_text(shape)} but instance 0 has "
-                    f"shape {_shape_text(shapes[0])}"
+                    f"instance {index} has shape {shapes.text(shape)} but instance 0 has "
+                    f"shape {shapes.text(instance_shapes[0])}"
                 )
     # The outermost list is dimension 0; the lists inside it give dimension 1's length, etc.
     level, depth = [value], 0
@@ -488,12 +485,12 @@ def _tensor_from_json(
         )
     shape = leaves_array.shape
     restored = None
-    if check_shapes and spec.shape is not None and not _fits(shape, spec.shape):
-        restored = _restored_shape(shape, spec.shape)
+    if check_shapes and spec.shape is not None and not shapes.compatible(shape, spec.shape):
+        restored = shapes.restored(shape, spec.shape)
         if restored is None:
             raise CodecError(
-                f"{where}: shape {_shape_text(shape)} does not match the signature's "
-                f"{_shape_text(spec.shape)}"
+                f"{where}: shape {shapes.text(shape)} does not match the signature's "
+                f"{shapes.text(spec.shape)}"
             )
 
     tensor = TensorProto(dtype=dtype)
@@ -553,54 +550,6 @@ def _numeric(where: str, leaves: np.ndarray, leaf_types: set[type], dtype: int) 
     return wide.astype(target)
 
 
-def _fits(shape: Sequence[int], declared: Sequence[int | None]) -> bool:
-    return len(shape) == len(declared) and all(
-        want is None or want < 0 or want == have for have, want in zip(shape, declared, strict=True)
-    )
-
-
-def _restored_shape(shape: Sequence[int], declared: Sequence[int | None]) -> tuple[int, ...] | None:
-    """`shape` made to fit `declared` by putting in and taking out size-1 dimensions alone (an
-    unknown declared dimension may be put in as 1); None when that cannot be done.
-
-    Dimensions of `shape` stay in place where they can (a [3] tensor for [-1, 1] gives [3, 1]).
-    """
-    n, m = len(shape), len(declared)
-    # fits[i][j]: shape[i:] can be made to fit declared[j:], filled from the end.
-    fits = [[False] * (m + 1) for _ in range(n + 1)]
-
-    def keep(i: int, j: int) -> bool:
-        unknown = j < m and (declared[j] is None or declared[j] < 0)
-        return i < n and j < m and (unknown or declared[j] == shape[i]) and fits[i + 1][j + 1]
-
-    def take_out(i: int, j: int) -> bool:
-        return i < n and shape[i] == 1 and fits[i + 1][j]
-
-    def put_in(i: int, j: int) -> bool:
-        unknown_or_1 = j < m and (declared[j] is None or declared[j] < 0 or declared[j] == 1)
-        return unknown_or_1 and fits[i][j + 1]
-
-    fits[n][m] = True
-    for i in range(n, -1, -1):
-        for j in range(m, -1, -1):
-            if (i, j) != (n, m):
-                fits[i][j] = keep(i, j) or take_out(i, j) or put_in(i, j)
-    if not fits[0][0]:
-        return None
-    restored: list[int] = []
-    i = j = 0
-    while (i, j) != (n, m):
-        if keep(i, j):
-            restored.append(shape[i])
-            i, j = i + 1, j + 1
-        elif take_out(i, j):
-            i += 1
-        else:
-            restored.append(1)
-            j += 1
-    return tuple(restored)
-
-
 def set_shape(tensor: TensorProto, shape: Sequence[int]) -> None:
     """Give `tensor` another shape with the same number of elements (see `restorable`)."""
     del tensor.tensor_shape.dim[:]
@@ -635,7 +584,7 @@ def tensor_to_array(tensor: TensorProto) -> np.ndarray:
         raise CodecError(f"{dtype_name(dtype)} tensor has an unknown rank")
     shape = tuple([dim.size for dim in tensor.tensor_shape.dim])
     if min(shape, default=0) < 0:
-        raise CodecError(f"tensor shape {_shape_text(shape)} has unknown dimensions")
+        raise CodecError(f"tensor shape {shapes.text(shape)} has unknown dimensions")
     count = math.prod(shape)
     if dtype == DT_STRING:
         if tensor.tensor_content:
@@ -651,7 +600,7 @@ def tensor_to_array(tensor: TensorProto) -> np.ndarray:
         if len(content) != count * target.itemsize:
             raise CodecError(
                 f"{dtype_name(dtype)} tensor_content has {len(content)} bytes, but shape "
-                f"{_shape_text(shape)} needs {count * target.itemsize}"
+                f"{shapes.text(shape)} needs {count * target.itemsize}"
             )
         array = np.frombuffer(content, dtype=target.newbyteorder("<"))
         return array.astype(target, copy=False).reshape(shape)
@@ -671,7 +620,7 @@ def _fill(values: np.ndarray, count: int, shape: tuple[int, ...], zero: Any) -> 
         return values.reshape(shape)
     if values.size > count:
         raise CodecError(
-            f"tensor has {values.size} values but shape {_shape_text(shape)} holds {count}"
+            f"tensor has {values.size} values but shape {shapes.text(shape)} holds {count}"
         )
     if values.size == 0:
         filled = np.empty(count, dtype=values.dtype)
