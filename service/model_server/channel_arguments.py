@@ -1,5 +1,7 @@
 """TF Serving's --grpc_channel_arguments flag (TensorFlow-free: the CLI checks it up front)."""
 
+from service.settings import MODEL_SERVER_MIN_PING_INTERVAL_SECONDS
+
 ChannelArguments = tuple[tuple[str, int | str], ...]
 
 # gRPC server settings before --grpc_channel_arguments, which may override each. TF Serving takes
@@ -9,7 +11,7 @@ DEFAULT_CHANNEL_ARGUMENTS = (
     # Clients (the gateway) keep idle connections alive with pings; without these gRPC's server
     # answers a ping more often than every 5 minutes, or one without calls, with GOAWAY.
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", MODEL_SERVER_MIN_PING_INTERVAL_SECONDS * 1000),
 )
 
 
