@@ -36,7 +36,8 @@ MODELS = (DIGITS, HALF_PLUS_TWO)
 MODEL_SERVER, GATEWAY = "model server", "gateway"
 # Big enough for the largest answer a case asks for (a 48 MiB tensor in, as much out).
 CLIENT_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
-CALL_TIMEOUT = 120  # seconds; generous, as a case may make today's server work a long while
+# Seconds a call may take: generous, yet a server that works too long fails a case, not the run.
+CALL_TIMEOUT = 120
 # The memory bound, in both processes: RSS (over the process and its descendants) may grow to at
 # most GROWTH_FACTOR times its value after warm-up plus GROWTH_SLACK. Measured on a two-core
 # machine with both oneDNN settings, legitimate traffic alone (three rounds of 210 batches of 1 to
@@ -44,7 +45,7 @@ CALL_TIMEOUT = 120  # seconds; generous, as a case may make today's server work 
 # server from 827 MiB after warm-up to at most 1004 MiB (+177 MiB, x1.21) and the gateway from 93
 # to at most 171 MiB (+78 MiB). The bounds this gives, 1290 and 372 MiB, leave 286 and 200 MiB
 # above those peaks, and catch a process that keeps what a hostile request made it allocate
-# (one claim of 1e8 floats left today's model server at 1624 MiB).
+# (before the element limits, one claim of 1e8 floats left the model server at 1624 MiB).
 GROWTH_FACTOR = 1.25
 GROWTH_SLACK = 256 * 1024 * 1024
 FATAL_LINE = re.compile(r"F\d{4} ")  # absl's FATAL severity, as TensorFlow writes it

@@ -67,8 +67,8 @@ OTHER_INPUT_NAMES = st.one_of(st.sampled_from(["x", "image", "inputs"]), st.text
 
 # Claimed element counts stay where a correct server answers at once or refuses at once: at most
 # SMALL (a few hundred KB, 1024 digit images), or over the tensor limit but at most LARGE (which
-# today's server decodes, runs and answers in full: seconds and up to a GB each, hence one large
-# size among many small ones), or beyond any machine's memory.
+# a server without the limit would decode, run and answer in full: seconds and up to a GB each,
+# hence one large size among many small ones), or beyond any machine's memory.
 SMALL, LARGE, HUGE = 2**16, 2**25, 2**40
 DIMS = st.sampled_from(
     [
@@ -159,8 +159,8 @@ def tensor_protos(draw, dtype: int, declared: list[int]) -> tensor_pb2.TensorPro
     if count > SMALL and not (MAX_TENSOR_ELEMENTS < count <= LARGE or count >= HUGE):
         count = 0
         del proto.tensor_shape.dim[:]  # out of the bands above: a scalar instead
-    # A large claim at rank 4 would reach the digits CNN's convolutions as 16 M images on today's
-    # server: gigabytes at once, on a machine the suite shares.
+    # A large claim at rank 4 would reach the digits CNN's convolutions as 16 M images on a server
+    # without the limit: gigabytes at once, on a machine the suite shares.
     if MAX_TENSOR_ELEMENTS < count <= LARGE and rank >= 4:
         del proto.tensor_shape.dim[:]
         count = 0
