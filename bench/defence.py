@@ -18,6 +18,11 @@ process and starts it again if it dies.
 - start to first answer and requests/s at concurrency 8, `nnserve model-server` against the same
   serving process started alone (`python -m service.model_server`), in interleaved rounds;
 - recovery: from SIGABRT of the serving process to its next answer.
+
+The alternative not taken, TensorFlow's default kernels instead of oneDNN's
+(TF_ENABLE_ONEDNN_OPTS=0 for the serving process: they refuse the inputs some oneDNN kernels
+abort on): one session run of the digits CNN and of ResNet50, each setting in a process of its
+own, in interleaved rounds.
 """
 
 import argparse
@@ -32,6 +37,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -190,12 +196,55 @@ def second_line(base_path: Path, rounds: int, seconds: float) -> dict[str, list[
     return results
 
 
+def session_run_ms(version_dir: Path, batch: int, calls: int) -> float:
+    """Median ms of one session run on `batch` examples of zeros, in this process."""
+    servable = SavedModelServable(version_dir)
+    (alias, info), *_ = servable.signature("").inputs.items()
+    shape = [batch, *(dim.size for dim in info.tensor_shape.dim[1:])]
+    inputs = {alias: np.zeros(shape, tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)}
+    for _ in range(3):
+        servable.run("", inputs)
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        servable.run("", inputs)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def onednn_comparison(runs: list[tuple[str, Path, int, int]], rounds: int) -> None:
+    """(name, SavedModel version, batch size, calls) for each comparison."""
+    print("\nThe alternative: TensorFlow's default kernels (session run ms, oneDNN on / off):")
+    for name, version_dir, batch, calls in runs:
+        by_setting: dict[str, list[float]] = {"1": [], "0": []}
+        for _ in range(rounds):
+            for setting, times in by_setting.items():
+                command = [sys.executable, __file__, "--time-run", str(version_dir)]
+                output = subprocess.run(
+                    [*command, "--batch", str(batch), "--calls", str(calls)],
+                    env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                times.append(float(output.split()[-1]))
+        on, off = statistics.median(by_setting["1"]), statistics.median(by_setting["0"])
+        print(f"  {name}, batch {batch}: {on:.2f} / {off:.2f} ms: off takes {off / on:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-base-path", type=Path, default=Path("models/digits-cnn"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
+    # Internal: one setting's session-run timing, in a process of its own.
+    parser.add_argument("--time-run", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=int, default=200, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.time_run:
+        print(session_run_ms(args.time_run, args.batch, args.calls))
+        return
     base = args.model_base_path.resolve()
     latest = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
@@ -219,6 +268,15 @@ def main() -> None:
         for name, (version_dir, shape) in checks.items():
             first, cached = shape_check_ms(version_dir, shape, args.rounds)
             print(f"  {name}: first {first:.1f} ms, cached {cached * 1000:.1f} us")
+        resnet_dir = checks["ResNet50, [-1, 224, 224] for [-1, 224, 224, 3]"][0]
+        onednn_comparison(
+            [
+                ("digits CNN", latest, 1, 500),
+                ("ResNet50", resnet_dir, 1, 20),
+                ("ResNet50", resnet_dir, 8, 5),
+            ],
+            args.rounds,
+        )
 
     print("\nSecond line (nnserve model-server vs the serving process alone):")
     for name, values in second_line(base, args.rounds, args.seconds).items():

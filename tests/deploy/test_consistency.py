@@ -27,6 +27,7 @@ from service.model_server.channel_arguments import (
     DEFAULT_CHANNEL_ARGUMENTS,
     parse_channel_arguments,
 )
+from service.model_server.supervisor import SERVING_ENVIRONMENT_DEFAULTS
 from service.settings import Settings
 
 GRPC_PORT, GATEWAY_PORT, PREFECT_PORT = 8500, 8000, 4200
@@ -96,12 +97,18 @@ def test_grpc_port(compose, objects):
     assert "tfserving" in compose["services"]
 
 
-def test_tf_serving_gets_the_grpc_settings_nnserve_model_server_defaults_to(compose, objects):
-    """The same message limit and keepalive policy whichever model server the gateway calls."""
-    tfserving = find(dev(objects), "Deployment", "tfserving")["spec"]["template"]["spec"]
-    for args in (compose["services"]["tfserving"]["command"], tfserving["containers"][0]["args"]):
+def test_tf_serving_gets_the_settings_nnserve_model_server_defaults_to(compose, objects):
+    """The same message limit, keepalive policy and kernels whichever model server the gateway
+    calls."""
+    container = find(dev(objects), "Deployment", "tfserving")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    service = compose["services"]["tfserving"]
+    for args in (service["command"], container["args"]):
         given = parse_channel_arguments(flags(args)["grpc_channel_arguments"])
         assert dict(given) == dict(DEFAULT_CHANNEL_ARGUMENTS)
+    for environment in (service["environment"], env_of(container)):
+        assert SERVING_ENVIRONMENT_DEFAULTS.items() <= environment.items()
 
 
 def test_gateway_port(compose, objects):

@@ -9,6 +9,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -167,3 +168,17 @@ def test_the_serving_process_dies_when_its_supervisor_is_killed(half_plus_two):
         wait_until(lambda: _ended(serving), 60, "the serving process to end with its supervisor")
     finally:
         stop(supervisor)
+
+
+@pytest.mark.parametrize(("given", "served_with"), [(None, "0"), ("1", "1"), ("0", "0")])
+def test_the_serving_process_uses_tensorflows_default_kernels_unless_told(
+    half_plus_two, monkeypatch, given, served_with
+):
+    if given is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", given)
+    with model_server(half_plus_two) as (process, _, _):
+        serving = serving_pid(process)
+        environment = Path(f"/proc/{serving}/environ").read_bytes().split(b"\0")
+    assert f"TF_ENABLE_ONEDNN_OPTS={served_with}".encode() in environment
