@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
-import orjson
 import pytest
 import tensorflow as tf
 from robustness.stack import DIGITS, HALF_PLUS_TWO, Stack, model_server_config, predict_request
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import model_management_pb2, predict_pb2
+
+from service.json_logging import is_json_line
 
 Code = grpc.StatusCode
 MIB = 1024 * 1024
@@ -266,7 +267,7 @@ def test_reload_with_a_control_character_in_a_name_keeps_the_log_one_json_object
         while time.monotonic() < deadline and not any(NAME_HALVES[0] in x for x in new_lines()):
             time.sleep(0.2)
     lines = new_lines()
-    not_json = [line for line in lines if not _is_json_object(line)]
+    not_json = [line for line in lines if not is_json_line(line)]
     if not_json:
         problems.append(
             f"{len(not_json)} of the {len(lines)} lines logged since the reload are not one JSON "
@@ -279,10 +280,3 @@ def test_reload_with_a_control_character_in_a_name_keeps_the_log_one_json_object
         problems.append(f"no log line holds the whole name {name!r}: {lines[-5:]!r}")
     problems += stack.health_problems()
     assert not problems, "\n".join(problems)
-
-
-def _is_json_object(line: str) -> bool:
-    try:
-        return isinstance(orjson.loads(line), dict)
-    except orjson.JSONDecodeError:
-        return False

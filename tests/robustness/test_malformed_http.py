@@ -21,6 +21,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 from robustness.stack import DIGITS, HALF_PLUS_TWO, Stack
 
+from service.json_logging import is_json_line
+
 MAX_BODY_BYTES = 16 * 1024 * 1024  # NNSERVE_MAX_BODY_BYTES's default
 LONG_NAME = 16 * 1024 + 1  # characters: over 16 KB
 MAX_MESSAGE = 1024  # a name cut to 256 characters, plus the explanation
@@ -241,18 +243,11 @@ def test_control_characters_in_a_model_name_keep_the_gateway_log_one_json_object
     if response.status_code not in (400, 404):
         problems.append(f"answered {response.status_code} {response.text[:300]!r}")
     lines = stack.gateway_log_lines()[logged_before:]
-    bad = [line for line in lines if not _is_json_object(line) or any(ord(c) < 32 for c in line)]
+    bad = [line for line in lines if not is_json_line(line) or any(ord(c) < 32 for c in line)]
     if bad:
         problems.append(f"log lines that are not one clean JSON object each: {bad[:3]!r}")
     problems += stack.health_problems()
     assert not problems, "\n".join(problems)
-
-
-def _is_json_object(line: str) -> bool:
-    try:
-        return isinstance(orjson.loads(line), dict)
-    except orjson.JSONDecodeError:
-        return False
 
 
 # Raw HTTP/1.1 over a socket: httpx would refuse to send these. Sizes are bounded, and so is
