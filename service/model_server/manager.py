@@ -9,7 +9,7 @@ Requests already running on a dropped version finish on it: they hold a referenc
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -19,32 +19,16 @@ import grpc
 from service import model_repository
 from service.model_server.errors import ServingError, invalid_argument, not_found, shown
 from service.model_server.servable import SavedModelServable
+from service.serving_config import VersionPolicy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class VersionPolicy:
-    """TF Serving's model_version_policy: `latest` N (default 1), `all`, or `specific`."""
-
-    kind: str = "latest"
-    num_versions: int = 1
-    versions: frozenset[int] = frozenset()
-
-    def wanted(self, on_disk: Iterable[int]) -> set[int]:
-        available = sorted(on_disk)
-        if self.kind == "all":
-            return set(available)
-        if self.kind == "specific":
-            return self.versions & set(available)
-        return set(available[-max(self.num_versions, 1) :])
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
     base_path: Path
-    policy: VersionPolicy = VersionPolicy()
+    policy: VersionPolicy = field(default_factory=VersionPolicy)
     labels: tuple[tuple[str, int], ...] = ()
 
 
