@@ -12,6 +12,9 @@ import uuid
 from pathlib import Path
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+# TF Serving's model config, the record of what is served (service/serving_config.py), is kept
+# here in the repository unless NNSERVE_MODEL_CONFIG_FILE names another place.
+CONFIG_FILE_NAME = "models.config"
 METADATA_PATH = Path("assets.extra") / "nnserve.json"
 # nnserve.json's verdict of the retraining gate on a version:
 #   "decision": {"accepted": false, "reason": "candidate accuracy 0.962 < stable 0.989 - 0.005"}

@@ -38,7 +38,6 @@ from service.model_status import AVAILABLE, END, ModelServerUnavailable, ModelSt
 
 STABLE = "stable"
 PREVIOUS = "previous"
-CONFIG_FILE_NAME = "models.config"
 PLATFORM = "tensorflow"
 # TF Serving re-reads its config every --model_config_file_poll_wait_seconds (30 s in
 # docker/compose.yaml, 60 s in k8s/) and then loads and warms up the version: minutes, not seconds.
