@@ -83,6 +83,10 @@ class ModelManager:
                     f"Illegal to list model {shown(name)} multiple times in config list"
                 )
         with self._sync_lock:
+            # As TF Serving's ServerCore::ReloadConfig: the labels are checked against what is
+            # loaded now, before anything changes, and a refusal leaves the whole config as it
+            # was. So a config can only move a label to a version an earlier config loaded.
+            self._check_labels(models)
             with self._lock:
                 current = self._models
                 self._models = {
@@ -93,7 +97,6 @@ class ModelManager:
                 for servable in current[name].served.values():
                     servable.retire()
             self._sync_all()
-            self._check_labels()
 
     def poll_once(self) -> None:
         """Bring every model's served versions in line with what its base path holds."""
@@ -173,18 +176,25 @@ class ModelManager:
             raise invalid_argument(f"Unrecognized servable version label: {shown(label)}")
         return labels[label]
 
-    def _check_labels(self) -> None:
-        if self._allow_unavailable_labels:
-            return
+    def _check_labels(self, models: list[ModelConfig]) -> None:
         with self._lock:
-            models = list(self._models.values())
-        for model in models:
-            for _, version in model.config.labels:
-                if version not in model.served:
+            now = {
+                name: (dict(model.config.labels), set(model.served))
+                for name, model in self._models.items()
+            }
+        for config in models:
+            labels, available = now.get(config.name, ({}, set()))
+            for label, version in config.labels:
+                # TF Serving's flag lets a new label, or one left where it is, name a version
+                # that is not loaded (so a server can start from a config with labels); moving a
+                # label to such a version is refused all the same.
+                if self._allow_unavailable_labels and labels.get(label, version) == version:
+                    continue
+                if version not in available:
                     raise ServingError(
                         grpc.StatusCode.FAILED_PRECONDITION,
                         f"Request to assign label to version {version} of model "
-                        f"{shown(model.config.name)}, which is not currently available for "
+                        f"{shown(config.name)}, which is not currently available for "
                         "inference",
                     )
 

@@ -113,6 +113,9 @@ def start_stack(root: Path, saved_models: dict[float, Path]) -> Stack:
         f"--port={port}",
         f"--model_config_file={config_file}",
         f"--model_config_file_poll_wait_seconds={CONFIG_POLL_SECONDS}",
+        # As TF Serving: the flag lets a server start from a config with labels; it never lets a
+        # label move to a version that is not loaded.
+        "--allow_version_labels_for_unavailable_models=true",
         stderr=(root / "model-server.log").open("wb"),
     )
     gateway = nnserve(
