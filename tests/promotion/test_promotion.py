@@ -2,14 +2,17 @@
 gateway` serving from the model config file: where requests without a version go at each step,
 and not one failed request while several clients keep calling during a promotion or a rollback."""
 
+import os
 import subprocess
+import sys
 import time
 
+import grpc
 import httpx
 import pytest
 from google.protobuf import text_format
 from promotion.stack import Answer, Load, answer_of
-from support import free_port, nnserve, stop, wait_until
+from support import REPO_ROOT, free_port, nnserve, stop, wait_until
 from tensorflow_serving.config import model_server_config_pb2
 
 from service import serving_config
@@ -17,6 +20,7 @@ from service.model_status import AVAILABLE, ModelStatusClient, VersionStatus
 from service.serving_config import PREVIOUS, STABLE, Promotion, PromotionError
 
 OLD, NEW, CANDIDATE = answer_of(2.0), answer_of(10.0), answer_of(20.0)
+TFSERVING_CONFIG_SCRIPT = REPO_ROOT / "docker" / "tfserving_config.py"
 
 
 class WatchedModelServer(ModelStatusClient):
@@ -229,3 +233,38 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_tfserving_config_adds_a_new_model_once_the_model_server_has_it(stack):
+    """docker/tfserving_config.py with a model server: the new model is staged, labelled stable
+    once AVAILABLE; the models already listed are left exactly as they were."""
+    stack.add_model("listed", [10.0])
+    promote(stack, "listed", 1)
+    before = serving_config.read(stack.config_file)
+    stack.add_model("watched", [2.0])
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(TFSERVING_CONFIG_SCRIPT),
+            "--repo",
+            str(stack.repo),
+            "--model-server",
+            stack.grpc_address,
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "serving watched version 1 (stable)" in result.stdout
+    after = serving_config.read(stack.config_file)
+    assert serving_config.labels(after, "watched") == {STABLE: 1}
+    assert serving_config.served_versions(after, "watched", [1]) == {1}
+    for item in before.model_config_list.config:
+        assert serving_config.entry(after, item.name) == item, item.name
+    stack.wait_for_label("watched", STABLE, 1)
+    assert stack.http_predict("watched") == OLD
+    with pytest.raises(grpc.RpcError):
+        stack.grpc_predict("watched", version_label=PREVIOUS)
