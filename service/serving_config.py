@@ -324,7 +324,8 @@ def promote(
     log.info("staged %s version %d; waiting until the model server has it", model, version)
     try:
         wait_until_available(model_server, model, version, timeout_seconds)
-    except PromotionError:
+    except BaseException:
+        # Also on Ctrl-C or an unexpected answer: a version left staged would be served.
         update(config_file, lambda c: _unstaged(c, model, version, before, after_stage))
         raise
     update(config_file, lambda c: label_stable(c, model, version))
