@@ -36,6 +36,7 @@ ENV PATH=/opt/nnserve/bin:$PATH \
     NNSERVE_MODEL_REPO=/models \
     NNSERVE_RUNS_DIR=/runs \
     NNSERVE_DATA_DIR=/datasets \
+    NNSERVE_TFSERVING_ADDR=tfserving:8500 \
     HOME=/tmp \
     PREFECT_HOME=/tmp/prefect \
     KERAS_HOME=/tmp/keras \

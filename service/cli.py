@@ -2,14 +2,19 @@
 TensorFlow, and `nnserve --help` answers at once."""
 
 import argparse
+import contextlib
+import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from service.model_server.channel_arguments import parse_channel_arguments
 from service.model_server.limits import DEFAULT_GRPC_MAX_THREADS, FeedLimits
 from service.ports import PortInUseError
+
+CONFIG_FILE_SETTING = "NNSERVE_MODEL_CONFIG_FILE, default NNSERVE_MODEL_REPO/models.config"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +77,49 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8000)
     gateway.set_defaults(run=_gateway)
+
+    models = commands.add_parser(
+        "models",
+        help="list each model's versions: labels, served, metrics, data, creation, flow run",
+        description="Lists the versions in the model repository (NNSERVE_MODEL_REPO), which "
+        "are stable, previous and served according to the model config "
+        f"({CONFIG_FILE_SETTING}), and what each version's assets.extra/nnserve.json says: "
+        "metrics, dataset fingerprint, creation time, flow run id, gate decision.",
+    )
+    models.add_argument("model", nargs="?", help="only this model")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.set_defaults(run=_models)
+
+    promote = commands.add_parser(
+        "promote",
+        help="make a version the stable one, without a failed request",
+        description="Makes VERSION the stable version of MODEL in the model config "
+        f"({CONFIG_FILE_SETTING}), in TF Serving's steps: VERSION joins the served versions; "
+        "once the model server at NNSERVE_TFSERVING_ADDR reports it AVAILABLE (waiting at most "
+        "NNSERVE_PROMOTION_TIMEOUT_SECONDS), the label `stable` moves to it and `previous` to "
+        "the old stable; then the version before that stops being served. Where no model "
+        "server answers at that address, the steps are written at once. Refuses a version that "
+        "is not complete in the model repository (NNSERVE_MODEL_REPO), and one whose "
+        "nnserve.json records a rejection by the retraining gate unless --force.",
+    )
+    promote.add_argument("model")
+    promote.add_argument("version", type=_positive)
+    promote.add_argument(
+        "--force", action="store_true", help="promote a version the retraining gate rejected"
+    )
+    promote.set_defaults(run=_promote)
+
+    rollback = commands.add_parser(
+        "rollback",
+        help="make the previous stable version stable again",
+        description="In the model config "
+        f"({CONFIG_FILE_SETTING}), the version labelled `previous` becomes `stable` and the "
+        "version that was stable stops being served, in one write. The model server at "
+        "NNSERVE_TFSERVING_ADDR, if one answers there, must have the previous version "
+        "AVAILABLE. A model with no previous version (one rollback already made) is refused.",
+    )
+    rollback.add_argument("model")
+    rollback.set_defaults(run=_rollback)
     return parser
 
 
@@ -260,6 +308,121 @@ def _gateway(args: argparse.Namespace) -> int:
     from service.gateway.server import serve
 
     serve(args.host, args.port)
+    return 0
+
+
+@contextlib.contextmanager
+def _registry_errors() -> Iterator[None]:
+    """The registry's refusals as one line each, exit code 2."""
+    from service.model_status import ModelServerError
+    from service.registry import RegistryError
+    from service.serving_config import PromotionError, ServingConfigError
+
+    try:
+        yield
+    except (RegistryError, ServingConfigError, PromotionError, ModelServerError) as error:
+        raise UserError(str(error)) from error
+
+
+def _models(args: argparse.Namespace) -> int:
+    from service import registry, serving_config
+    from service.settings import get_settings
+
+    settings = get_settings()
+    with _registry_errors():
+        config = serving_config.read(settings.serving_config_file(), missing_ok=True)
+        models = registry.describe(settings.model_repo, config, args.model)
+    if args.json:
+        print(json.dumps({"models": [model.to_json() for model in models]}, indent=2))
+    elif not models:
+        print(f"no models in {settings.model_repo} or {settings.serving_config_file()}")
+    else:
+        print("\n\n".join(_model_table(model) for model in models))
+    return 0
+
+
+def _model_table(model) -> str:
+    rows = [("VERSION", "LABELS", "SERVED", "METRICS", "DATASET", "CREATED", "FLOW RUN", "NOTE")]
+    for version in model.versions:
+        metadata = version.metadata or {}
+        metrics = metadata.get("metrics") or {}
+        notes = [
+            "incomplete" if not version.complete else "",
+            f"rejected: {version.rejection}" if version.rejection else "",
+            version.metadata_error or "",
+        ]
+        rows.append(
+            (
+                str(version.version),
+                ",".join(version.labels) or "-",
+                "yes" if version.served else "no",
+                " ".join(_metric(name, value) for name, value in sorted(metrics.items())) or "-",
+                str(metadata.get("dataset_fingerprint") or "-")[:12],
+                str(metadata.get("created_at") or "-"),
+                str(metadata.get("flow_run_id") or "-")[:8],
+                "; ".join(note for note in notes if note),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    listed = "" if model.listed else " (not in the model config)"
+    return f"{model.name}  {model.base_path}{listed}\n" + "\n".join(
+        "  " + line.rstrip() for line in lines
+    )
+
+
+def _metric(name: str, value) -> str:
+    return f"{name}={value:.4g}" if isinstance(value, int | float) else f"{name}={value}"
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from service import registry, serving_config
+    from service.model_status import ModelStatusClient
+    from service.settings import get_settings
+
+    settings = get_settings()
+    config_file = settings.serving_config_file()
+    with _registry_errors():
+        config = serving_config.read(config_file, missing_ok=True)
+        base = registry.base_path(settings.model_repo, config, args.model)
+        registry.check_promotable(base, args.model, args.version, args.force)
+        with ModelStatusClient(settings.tfserving_addr) as model_server:
+            promotion = serving_config.promote(
+                config_file,
+                args.model,
+                args.version,
+                base,
+                model_server,
+                settings.promotion_timeout_seconds,
+            )
+    how = (
+        f"AVAILABLE on the model server at {settings.tfserving_addr}"
+        if promotion.confirmed_available
+        else f"no model server answered at {settings.tfserving_addr}: written in one step"
+    )
+    previous = f"previous: {promotion.previous}" if promotion.previous else "no previous"
+    served = ", ".join(map(str, promotion.served))
+    print(
+        f"{args.model} version {args.version} is stable ({previous}; served: {served}); {how}\n"
+        f"  {config_file}"
+    )
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from service import registry
+    from service.model_status import ModelStatusClient
+    from service.settings import get_settings
+
+    settings = get_settings()
+    config_file = settings.serving_config_file()
+    with _registry_errors(), ModelStatusClient(settings.tfserving_addr) as model_server:
+        stable = registry.roll_back(config_file, args.model, model_server)
+    print(f"{args.model} version {stable} is stable again; no previous version is left")
+    print(f"  {config_file}")
     return 0
 
 

@@ -1,14 +1,25 @@
 """TF Serving's model repository layout: `<repo>/<model>/<version>/saved_model.pb` + `variables/`.
 
 Shared by the pipeline, which publishes versions, and the model server, which discovers them.
+Beside the graph, `<version>/assets.extra/nnserve.json` describes a version (written by
+pipeline/export.py); its `decision` field says whether the retraining gate accepted it.
 """
 
+import json
 import os
 import shutil
 import uuid
 from pathlib import Path
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+# TF Serving's model config, the record of what is served (service/serving_config.py), is kept
+# here in the repository unless NNSERVE_MODEL_CONFIG_FILE names another place.
+CONFIG_FILE_NAME = "models.config"
+METADATA_PATH = Path("assets.extra") / "nnserve.json"
+# nnserve.json's verdict of the retraining gate on a version:
+#   "decision": {"accepted": false, "reason": "candidate accuracy 0.962 < stable 0.989 - 0.005"}
+# A version whose decision is not accepted is never promoted unless forced.
+DECISION = "decision"
 
 
 def version_of(directory_name: str) -> int | None:
@@ -37,6 +48,43 @@ def is_complete(version_dir: Path) -> bool:
 def complete_versions(model_base_path: Path) -> dict[int, Path]:
     """The versions a server may load: those whose SavedModel is there."""
     return {v: path for v, path in list_versions(model_base_path).items() if is_complete(path)}
+
+
+def models(repo: Path) -> list[str]:
+    """Names of the repository's models that have at least one complete version, sorted."""
+    if not repo.is_dir():
+        return []
+    return sorted(
+        entry.name
+        for entry in repo.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".") and complete_versions(entry)
+    )
+
+
+def read_metadata(version_dir: Path) -> dict | None:
+    """The version's nnserve.json, or None when it has none (a SavedModel nnserve did not make).
+
+    Raises OSError or ValueError when the file is there but cannot be read as a JSON object.
+    """
+    try:
+        document = json.loads((version_dir / METADATA_PATH).read_text())
+    except FileNotFoundError:
+        return None
+    if not isinstance(document, dict):
+        raise ValueError(f"{version_dir / METADATA_PATH} holds no JSON object")
+    return document
+
+
+def rejection(metadata: dict | None) -> str | None:
+    """Why the retraining gate rejected the version, or None if it did not (or never judged it)."""
+    decision = (metadata or {}).get(DECISION)
+    if decision is None:
+        return None
+    if isinstance(decision, dict) and decision.get("accepted") is True:
+        return None
+    # Anything but an explicit acceptance counts as a rejection: a garbled verdict is no pass.
+    reason = decision.get("reason") if isinstance(decision, dict) else None
+    return str(reason or f"its {DECISION} is {json.dumps(decision)}")
 
 
 def publish(export_dir: Path, model_base_path: Path) -> int:

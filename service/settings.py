@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.model_repository import CONFIG_FILE_NAME
+
 # nnserve model-server permits a client's keepalive pings every 10 s or more, also without calls
 # (grpc.http2.min_ping_interval_without_data_ms=10000, grpc.keepalive_permit_without_calls=1), and
 # so does the Compose / Kubernetes TF Serving through --grpc_channel_arguments. The gateway must
@@ -31,12 +33,20 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(
         10.0, gt=0, description="Deadline of one gateway call to the model server"
     )
-    # The gateway's own settings.
     model_config_file: Path | None = Field(
         None,
-        description="TF Serving's model config file: the models (and version labels) the gateway "
-        "lists and waits for; without it, the models are the folders of the model repository",
+        description="TF Serving's model config file, the record of what is served (models, "
+        "versions, labels): `nnserve up`, `models`, `promote` and `rollback` default to "
+        "<model repo>/models.config; the gateway reads it only when set, and without it takes "
+        "the models from the folders of the model repository",
     )
+    promotion_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How long a promotion waits for the model server to report the new version "
+        "AVAILABLE before it gives up and serves what it served before",
+    )
+    # The gateway's own settings.
     backend_retries: int = Field(
         3, ge=0, description="Retries of a model server call that failed as UNAVAILABLE"
     )
@@ -103,6 +113,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Level of the gateway's and the model server's JSON logs"
     )
+
+    def serving_config_file(self) -> Path:
+        """Where the record of what is served is: NNSERVE_MODEL_CONFIG_FILE, or in the repo."""
+        return self.model_config_file or self.model_repo / CONFIG_FILE_NAME
 
     def api_key_list(self) -> list[str]:
         return _split(self.api_keys)

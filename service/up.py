@@ -1,5 +1,8 @@
 """`nnserve up`: train the demo model if the repository has none, then run model server and gateway.
 
+Both serve from the model config file, the record of what is served (service/serving_config.py):
+made from the repository when missing, so `nnserve promote` and `nnserve rollback` work on it.
+
 Each part runs in its own process, as it would in a deployment: training and the model server load
 TensorFlow, the gateway does not.
 """
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import pipeline
 from pipeline.spec import SpecError, load_spec
-from service import model_repository
+from service import model_repository, serving_config
 from service.ports import ensure_free
 from service.processes import dies_with_parent
 from service.settings import get_settings
@@ -40,11 +43,13 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
     for port in (grpc_port, http_port):
         ensure_free(HOST, port)
     settings = get_settings()
-    base_path = (settings.model_repo / spec.name).resolve()
-    if not model_repository.complete_versions(base_path):
-        print(f"no version of {spec.name} in {base_path}: training it first", flush=True)
+    repo = settings.model_repo.absolute()
+    if not model_repository.complete_versions(repo / spec.name):
+        print(f"no version of {spec.name} in {repo}: training it first", flush=True)
         if subprocess.call(_nnserve("train", str(spec_path))) != 0:
             raise UpError(f"training {spec.name} failed; see the output above")
+    config_file = settings.serving_config_file().absolute()
+    stable_version, base_path = _serving_record(config_file, repo, spec.name)
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -54,8 +59,11 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
         "--host",
         HOST,
         f"--port={grpc_port}",
-        f"--model_name={spec.name}",
-        f"--model_base_path={base_path}",
+        f"--model_config_file={config_file}",
+        # Promotions and rollbacks (`nnserve promote`, `nnserve rollback`) take effect within 1 s.
+        "--model_config_file_poll_wait_seconds=1",
+        # As TF Serving, a server starts from a config with version labels only with this flag.
+        "--allow_version_labels_for_unavailable_models=true",
     )
     gateway = _start(
         "gateway",
@@ -63,7 +71,10 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
         HOST,
         "--port",
         str(http_port),
-        env={"NNSERVE_TFSERVING_ADDR": f"{HOST}:{grpc_port}"},
+        env={
+            "NNSERVE_TFSERVING_ADDR": f"{HOST}:{grpc_port}",
+            "NNSERVE_MODEL_CONFIG_FILE": str(config_file),
+        },
     )
     # Stopped in this order: the gateway stops taking requests before its backend goes away.
     children = {"gateway": gateway, "model server": model_server}
@@ -72,7 +83,7 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
         _wait_until_available(gateway_url, spec.name, children, stop)
         if stop.is_set():
             return 0
-        _print_banner(spec.name, grpc_port, gateway_url, base_path)
+        _print_banner(spec.name, stable_version, grpc_port, gateway_url, base_path)
         while not stop.wait(0.5):
             if _any_died(children):
                 raise UpError(_died(children))
@@ -80,6 +91,24 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
         return 0
     finally:
         _stop_all(children)
+
+
+def _serving_record(config_file: Path, repo: Path, model: str) -> tuple[int, Path]:
+    """The model config the model server serves from, with every model of the repository it
+    lacks added (its newest version stable; the file is made if missing); returns the stable
+    version of `model` and where its versions are."""
+    try:
+        serving_config.add_missing_models(config_file, repo, model_server=None)
+        config = serving_config.read(config_file)
+    except serving_config.ServingConfigError as error:
+        raise UpError(str(error)) from error
+    stable = serving_config.labels(config, model).get(serving_config.STABLE)
+    if stable is None:
+        raise UpError(
+            f"{config_file} gives {model} no stable version: "
+            f"`nnserve promote {model} VERSION` chooses one"
+        )
+    return stable, Path(serving_config.entry(config, model).base_path)
 
 
 def _nnserve(*args: str) -> list[str]:
@@ -122,11 +151,12 @@ def _is_available(status_url: str) -> bool:
     return any(status["state"] == "AVAILABLE" for status in statuses)
 
 
-def _print_banner(model_name: str, grpc_port: int, gateway_url: str, base_path: Path) -> None:
-    latest = max(model_repository.complete_versions(base_path))
-    example = base_path / str(latest) / "assets.extra" / "example_request.json"
+def _print_banner(
+    model_name: str, version: int, grpc_port: int, gateway_url: str, base_path: Path
+) -> None:
+    example = base_path / str(version) / "assets.extra" / "example_request.json"
     print(
-        f"\nnnserve is up, serving {model_name} version {latest}\n"
+        f"\nnnserve is up, serving {model_name} version {version} (stable)\n"
         f"  model server (gRPC, TensorFlow Serving API): {HOST}:{grpc_port}\n"
         f"  gateway (HTTP):                              {gateway_url}\n\n"
         f"Predict:\n"

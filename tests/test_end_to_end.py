@@ -22,6 +22,7 @@ from support import (
 from pipeline.datasets import load_dataset
 from pipeline.preprocess import split_dataset
 from pipeline.spec import load_spec
+from service import serving_config
 from service.ports import listen
 
 HELD_OUT = 50
@@ -144,6 +145,14 @@ def test_up_trains_an_empty_repository_serves_and_stops_on_ctrl_c(prefect_api, t
     try:
         banner = read_until(up, "Press Ctrl-C to stop.")
         assert f"127.0.0.1:{grpc_port}" in banner and f"http://127.0.0.1:{http_port}" in banner
+        assert "serving tiny-digits version 1 (stable)" in banner
+        # The record of what is served was made from the repository, and both parts serve from it.
+        config = serving_config.read(tmp_path / "models" / "models.config")
+        assert serving_config.labels(config, "tiny-digits") == {"stable": 1}
+        listing = httpx.get(f"http://127.0.0.1:{http_port}/v1/models", timeout=30).json()
+        assert [(m["name"], m["labels"]) for m in listing["models"]] == [
+            ("tiny-digits", {"stable": "1"})
+        ]
         example = (
             tmp_path / "models" / "tiny-digits" / "1" / "assets.extra" / "example_request.json"
         )

@@ -5,12 +5,22 @@ The gateway therefore reads what the model server itself is configured with: TF 
 config file (`NNSERVE_MODEL_CONFIG_FILE`, model names and version labels) when given, otherwise
 the model repository (`NNSERVE_MODEL_REPO`, one folder per model, no labels).
 
+Every predict asks whether its model has a `stable` label (see service/serving_config.py), so the
+config file is looked at (stat) at most every 0.1 s, and parsed again only when it has changed:
+when its modification time, size or inode differ from the last read, or when it was modified so
+shortly before that read that a change in the same timestamp tick would not show (as git's
+"racily clean" index entries). Measured with a canned backend, a predict's CPU time grew by
+about 2 us with a stat per request; the 0.1 s this saves a busy gateway at most is no staleness
+that matters: the gateway sends the label's name, and the model server resolves it.
+
 Client-visible messages name models and versions, never a path on the server; the paths go
 to the gateway's log.
 """
 
 import json
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +28,12 @@ from google.protobuf import text_format
 
 from service import model_repository, wire
 from service.gateway.errors import GatewayError
+from service.serving_config import STABLE
 
-METADATA_PATH = Path("assets.extra") / "nnserve.json"
+METADATA_PATH = model_repository.METADATA_PATH
+# A file modified less than this before it was read may have changed again unseen since.
+_RACY_NANOSECONDS = 1_000_000_000
+_CHECK_SECONDS = 0.1
 # Characters that would make a model name more than one folder name (backslash for Windows).
 _PATH_SEPARATORS = ("/", "\\", "\0")
 
@@ -37,19 +51,43 @@ class ConfiguredModel:
     labels: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _ConfigRead:
+    """The config file as last read: its models (the last good ones if it failed) and error."""
+
+    signature: tuple[int, int, int] | None  # mtime (ns), size, inode
+    racy: bool
+    models: dict[str, ConfiguredModel]
+    error: "CatalogError | None" = None
+
+
 class ModelCatalog:
     def __init__(self, model_repo: Path, config_file: Path | None = None) -> None:
         self._repo = model_repo
         self._config_file = config_file
+        self._read = _ConfigRead(None, True, {})
+        self._next_check = 0.0  # time.monotonic() of the next look at the config file
 
     def models(self) -> list[ConfiguredModel]:
         """The models the model server is configured to serve, sorted by name."""
         if self._config_file is None:
             return self._repository_models()
-        return self._configured_models(self._config_file)
+        read = self._current(self._config_file)
+        if read.error is not None:
+            raise read.error
+        return sorted(read.models.values(), key=lambda model: model.name)
 
     def model(self, name: str) -> ConfiguredModel | None:
         return next((model for model in self.models() if model.name == name), None)
+
+    def default_label(self, name: str) -> str | None:
+        """The label a request that names no version of `name` goes to: `stable` when the config
+        gives the model one. A config that cannot be read now leaves the last one read in force:
+        predictions do not fail for it (`models()` and /readyz report it)."""
+        if self._config_file is None:
+            return None
+        model = self._current(self._config_file).models.get(name)
+        return STABLE if model is not None and STABLE in model.labels else None
 
     def version_metadata(self, name: str, version: int) -> dict:
         """The version's assets.extra/nnserve.json, as written by the training pipeline.
@@ -84,23 +122,41 @@ class ModelCatalog:
             if entry.is_dir() and not entry.name.startswith(".")
         ]
 
+    def _current(self, path: Path) -> _ConfigRead:
+        now = time.monotonic()
+        if now < self._next_check:
+            return self._read
+        self._next_check = now + _CHECK_SECONDS
+        try:
+            status = os.stat(path)
+            signature = (status.st_mtime_ns, status.st_size, status.st_ino)
+        except OSError:
+            signature = None
+        if signature is not None and signature == self._read.signature and not self._read.racy:
+            return self._read
+        racy = signature is None or time.time_ns() - signature[0] < _RACY_NANOSECONDS
+        try:
+            self._read = _ConfigRead(signature, racy, self._configured_models(path))
+        except CatalogError as error:
+            if self._read.error is None or self._read.error.message != error.message:
+                # Once per new failure: this runs on every predict while the file is bad.
+                log.warning("%s: %s; routing as the config read before says", path, error.message)
+            self._read = _ConfigRead(signature, racy, self._read.models, error)
+        return self._read
+
     @staticmethod
-    def _configured_models(path: Path) -> list[ConfiguredModel]:
+    def _configured_models(path: Path) -> dict[str, ConfiguredModel]:
         try:
             config = text_format.Parse(path.read_text(), wire.ModelServerConfig())
         except (OSError, text_format.ParseError) as error:
-            log.warning("cannot read the model config file %s: %s", path, error)
             reason = error.strerror if isinstance(error, OSError) else str(error)
             raise CatalogError(
                 f"cannot read the model config file (NNSERVE_MODEL_CONFIG_FILE): {reason}"
             ) from None
-        return sorted(
-            (
-                ConfiguredModel(item.name, Path(item.base_path), dict(item.version_labels))
-                for item in config.model_config_list.config
-            ),
-            key=lambda model: model.name,
-        )
+        return {
+            item.name: ConfiguredModel(item.name, Path(item.base_path), dict(item.version_labels))
+            for item in config.model_config_list.config
+        }
 
 
 def _version_dir(base: Path, version: int) -> Path:

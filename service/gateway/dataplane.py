@@ -12,6 +12,12 @@ refuses it (INVALID_ARGUMENT, as for an [8, 8] digit for the CNN's [-1, 8, 8, 1]
 sent once more with the declared shape restored, and the gateway remembers, per model target,
 signature, input and rank sent, to restore such tensors straight away.
 
+A request that names no version goes to the model's `stable` version label whenever the model
+config gives it one (service/serving_config.py), so gateway clients switch exactly when a
+promotion or a rollback moves the label. Until the model server has read the config that gave a
+model its first label it refuses the label, and such a request goes to its own default instead,
+the highest version it serves, as before the label.
+
 Large bodies are parsed and decoded, large answers encoded, and all images decoded by a bounded
 pool of worker threads, so that the event loop keeps answering other requests meanwhile; small
 ones stay on the loop, where a hop to a thread would cost more than the work.
@@ -22,7 +28,7 @@ import functools
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -41,6 +47,8 @@ from service.settings import Settings, env_name
 DEFAULT_SIGNATURE = "serving_default"
 AVAILABLE = "AVAILABLE"
 PROBABILITIES = "probabilities"
+# TF Serving's answer to a label its config does not give the model.
+UNKNOWN_LABEL = "Unrecognized servable version label"
 # How many (model target, signature, input, rank) the gateway remembers to restore (LRU).
 RESTORING_REMEMBERED = 1024
 # Bodies larger than this are parsed and decoded, and answers with more output elements than
@@ -117,48 +125,44 @@ class DataPlane:
         document = await self._run(large, codec.parse_json, body, self._limits.max_json_values)
         signature_name = codec.request_signature_name(document) or DEFAULT_SIGNATURE
         self._check_names(signature_name=signature_name)
-        input_specs = await self._input_specs(target, signature_name)
-        decode = functools.partial(
-            codec.predict_inputs,
-            document,
-            input_specs,
-            check_shapes=True,
-            max_tensor_elements=self._limits.max_tensor_elements,
-            max_request_elements=self._limits.max_request_elements,
-        )
-        inputs = await self._run(large, decode)
-        response = await self._predict_restoring(target, signature_name, inputs)
-        return await self._run(
-            _element_count(response.outputs) > OFF_LOOP_OUTPUT_ELEMENTS,
-            codec.predict_response_json,
-            response.outputs,
-            inputs.columnar,
+        return await self._on_default_route(
+            target,
+            lambda routed: self._predict_document(routed, signature_name, document, large),
         )
 
     async def classify(self, target: ModelTarget, body: bytes) -> bytes:
-        request = wire.ClassificationRequest(**await self._examples_request(target, body))
-        response = await self._backend.classify(request)
-        return codec.classify_response_json(response)
+        return await self._examples_call(
+            target,
+            body,
+            wire.ClassificationRequest,
+            self._backend.classify,
+            codec.classify_response_json,
+        )
 
     async def regress(self, target: ModelTarget, body: bytes) -> bytes:
-        request = wire.RegressionRequest(**await self._examples_request(target, body))
-        response = await self._backend.regress(request)
-        return codec.regress_response_json(response)
+        return await self._examples_call(
+            target, body, wire.RegressionRequest, self._backend.regress, codec.regress_response_json
+        )
 
     async def model_status(self, target: ModelTarget) -> bytes:
+        # Every version, as TF Serving lists them: no label is implied here.
         self._check_names(target)
         response = await self._backend.model_status(target.model_spec())
         return orjson.dumps(_to_dict(response))
 
     async def model_metadata(self, target: ModelTarget) -> bytes:
         self._check_names(target)
-        model_spec, signature_defs = await self._backend.signature_defs(target.model_spec())
-        return orjson.dumps(
-            {
-                "model_spec": _to_dict(model_spec),
-                "metadata": {"signature_def": _to_dict(signature_defs)},
-            }
-        )
+
+        async def metadata(routed: ModelTarget) -> bytes:
+            model_spec, signature_defs = await self._backend.signature_defs(routed.model_spec())
+            return orjson.dumps(
+                {
+                    "model_spec": _to_dict(model_spec),
+                    "metadata": {"signature_def": _to_dict(signature_defs)},
+                }
+            )
+
+        return await self._on_default_route(target, metadata)
 
     # --- beyond TF Serving ----------------------------------------------------------------
 
@@ -215,7 +219,7 @@ class DataPlane:
                 f"{len(uploads)} images uploaded, more than the limit of "
                 f"{self._limits.max_images} per request"
             )
-        version = await self._served_version(target)
+        version = await self._served_version(self._routed(target))
         metadata = self._catalog.version_metadata(target.name, version)
         spec = images.ImageInputSpec.from_metadata(metadata.get("input", {}))
         # Decoding even one image can take a second: never on the event loop.
@@ -244,6 +248,27 @@ class DataPlane:
         )
 
     # --- helpers --------------------------------------------------------------------------
+
+    async def _predict_document(
+        self, target: ModelTarget, signature_name: str, document, large: bool
+    ) -> bytes:
+        input_specs = await self._input_specs(target, signature_name)
+        decode = functools.partial(
+            codec.predict_inputs,
+            document,
+            input_specs,
+            check_shapes=True,
+            max_tensor_elements=self._limits.max_tensor_elements,
+            max_request_elements=self._limits.max_request_elements,
+        )
+        inputs = await self._run(large, decode)
+        response = await self._predict_restoring(target, signature_name, inputs)
+        return await self._run(
+            _element_count(response.outputs) > OFF_LOOP_OUTPUT_ELEMENTS,
+            codec.predict_response_json,
+            response.outputs,
+            inputs.columnar,
+        )
 
     async def _predict(
         self, target: ModelTarget, signature_name: str, tensors: dict[str, wire.TensorProto]
@@ -286,16 +311,44 @@ class DataPlane:
                 self._restoring.popitem(last=False)
         return response
 
-    async def _examples_request(self, target: ModelTarget, body: bytes) -> dict:
+    async def _examples_call(
+        self,
+        target: ModelTarget,
+        body: bytes,
+        request_type: type[wire.ClassificationRequest] | type[wire.RegressionRequest],
+        call: Callable[..., Awaitable],
+        answer: Callable[..., bytes],
+    ) -> bytes:
+        """Classify or Regress: a request of tf.Examples, sent with `call`, answered by `answer`."""
         self._check_names(target)
         large = len(body) > OFF_LOOP_BODY_BYTES
         document = await self._run(large, codec.parse_json, body, self._limits.max_json_values)
         signature_name = codec.request_signature_name(document)
         self._check_names(signature_name=signature_name)
-        return {
-            "model_spec": target.model_spec(signature_name),
-            "input": await self._run(large, codec.examples_to_input, document),
-        }
+        examples = await self._run(large, codec.examples_to_input, document)
+
+        async def send(routed: ModelTarget) -> bytes:
+            request = request_type(model_spec=routed.model_spec(signature_name), input=examples)
+            return answer(await call(request))
+
+        return await self._on_default_route(target, send)
+
+    async def _on_default_route(
+        self, target: ModelTarget, call: Callable[[ModelTarget], Awaitable[T]]
+    ) -> T:
+        """`call(target)`; a target that names no version goes to the model's `stable` label
+        when the model config gives it one, so clients switch exactly when the label moves."""
+        routed = self._routed(target)
+        if routed is target:
+            return await call(target)
+        try:
+            return await call(routed)
+        except BackendError as error:
+            if error.code != "INVALID_ARGUMENT" or not error.message.startswith(UNKNOWN_LABEL):
+                raise
+        # The model server has not yet read the config that gave the model its label: until it
+        # does, its own default, the highest version it serves, is the one to answer.
+        return await call(target)
 
     async def _run(self, off_loop: bool, function: Callable[..., T], *args) -> T:
         """`function(*args)`, by a worker thread when `off_loop` (each hop costs tens of us)."""
@@ -317,6 +370,13 @@ class DataPlane:
                     f"limit of {limit}"
                 )
 
+    def _routed(self, target: ModelTarget) -> ModelTarget:
+        if target.version is None and target.label is None:
+            label = self._catalog.default_label(target.name)
+            if label is not None:
+                return ModelTarget(target.name, label=label)
+        return target
+
     async def _versions(self, target: ModelTarget) -> list[dict]:
         response = await self._backend.model_status(target.model_spec())
         return _to_dict(response)["model_version_status"]
@@ -327,9 +387,7 @@ class DataPlane:
         if target.label is not None:
             model = self._catalog.model(target.name)
             if model is None or target.label not in model.labels:
-                raise BackendError(
-                    "INVALID_ARGUMENT", f"Unrecognized servable version label: {target.label}"
-                )
+                raise BackendError("INVALID_ARGUMENT", f"{UNKNOWN_LABEL}: {target.label}")
             target = ModelTarget(target.name, version=model.labels[target.label])
         versions = await self._versions(target)
         available = [int(v["version"]) for v in versions if v["state"] == AVAILABLE]

@@ -7,7 +7,8 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from service.model_server.errors import ServingError, invalid_argument, shown
-from service.model_server.manager import ModelConfig, VersionPolicy
+from service.model_server.manager import ModelConfig
+from service.serving_config import version_policy
 
 CONFIG_TYPE = "tensorflow.serving.ModelServerConfig"
 
@@ -62,17 +63,6 @@ def _model(entry) -> ModelConfig:
     return ModelConfig(
         name=entry.name,
         base_path=Path(entry.base_path),
-        policy=_policy(entry.model_version_policy),
+        policy=version_policy(entry.model_version_policy),
         labels=tuple(sorted(entry.version_labels.items())),
     )
-
-
-def _policy(policy) -> VersionPolicy:
-    kind = policy.WhichOneof("policy_choice")
-    if kind == "all":
-        return VersionPolicy("all")
-    if kind == "specific":
-        return VersionPolicy("specific", versions=frozenset(policy.specific.versions))
-    if kind == "latest":
-        return VersionPolicy("latest", num_versions=policy.latest.num_versions)
-    return VersionPolicy()

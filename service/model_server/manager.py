@@ -9,7 +9,7 @@ Requests already running on a dropped version finish on it: they hold a referenc
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -19,32 +19,16 @@ import grpc
 from service import model_repository
 from service.model_server.errors import ServingError, invalid_argument, not_found, shown
 from service.model_server.servable import SavedModelServable
+from service.serving_config import VersionPolicy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class VersionPolicy:
-    """TF Serving's model_version_policy: `latest` N (default 1), `all`, or `specific`."""
-
-    kind: str = "latest"
-    num_versions: int = 1
-    versions: frozenset[int] = frozenset()
-
-    def wanted(self, on_disk: Iterable[int]) -> set[int]:
-        available = sorted(on_disk)
-        if self.kind == "all":
-            return set(available)
-        if self.kind == "specific":
-            return self.versions & set(available)
-        return set(available[-max(self.num_versions, 1) :])
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
     base_path: Path
-    policy: VersionPolicy = VersionPolicy()
+    policy: VersionPolicy = field(default_factory=VersionPolicy)
     labels: tuple[tuple[str, int], ...] = ()
 
 
@@ -99,6 +83,10 @@ class ModelManager:
                     f"Illegal to list model {shown(name)} multiple times in config list"
                 )
         with self._sync_lock:
+            # As TF Serving's ServerCore::ReloadConfig: the labels are checked against what is
+            # loaded now, before anything changes, and a refusal leaves the whole config as it
+            # was. So a config can only move a label to a version an earlier config loaded.
+            self._check_labels(models)
             with self._lock:
                 current = self._models
                 self._models = {
@@ -109,7 +97,6 @@ class ModelManager:
                 for servable in current[name].served.values():
                     servable.retire()
             self._sync_all()
-            self._check_labels()
 
     def poll_once(self) -> None:
         """Bring every model's served versions in line with what its base path holds."""
@@ -189,18 +176,25 @@ class ModelManager:
             raise invalid_argument(f"Unrecognized servable version label: {shown(label)}")
         return labels[label]
 
-    def _check_labels(self) -> None:
-        if self._allow_unavailable_labels:
-            return
+    def _check_labels(self, models: list[ModelConfig]) -> None:
         with self._lock:
-            models = list(self._models.values())
-        for model in models:
-            for _, version in model.config.labels:
-                if version not in model.served:
+            now = {
+                name: (dict(model.config.labels), set(model.served))
+                for name, model in self._models.items()
+            }
+        for config in models:
+            labels, available = now.get(config.name, ({}, set()))
+            for label, version in config.labels:
+                # TF Serving's flag lets a new label, or one left where it is, name a version
+                # that is not loaded (so a server can start from a config with labels); moving a
+                # label to such a version is refused all the same.
+                if self._allow_unavailable_labels and labels.get(label, version) == version:
+                    continue
+                if version not in available:
                     raise ServingError(
                         grpc.StatusCode.FAILED_PRECONDITION,
                         f"Request to assign label to version {version} of model "
-                        f"{shown(model.config.name)}, which is not currently available for "
+                        f"{shown(config.name)}, which is not currently available for "
                         "inference",
                     )
 

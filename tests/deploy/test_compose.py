@@ -58,10 +58,14 @@ def test_predict_endpoint_comes_up_in_order(compose):
 def test_only_the_gateway_and_prefect_ui_are_published(compose):
     published = {name: s["ports"] for name, s in compose["services"].items() if "ports" in s}
     assert published == {"gateway": ["8000:8000"], "prefect-server": ["127.0.0.1:4200:4200"]}
-    # TF Serving sits on an internal network shared with the gateway alone.
+    # TF Serving sits on an internal network shared with the gateway and the trainers alone.
     assert compose["networks"]["serving"]["internal"] is True
     on_serving = {n for n, s in compose["services"].items() if "serving" in s.get("networks", [])}
-    assert on_serving == {"tfserving", "gateway"}
+    trainers = {
+        n for n, s in compose["services"].items() if s["image"].startswith("nnserve-trainer")
+    }
+    assert trainers == {"train-demo", "model-config", "worker", "worker-gpu"}
+    assert on_serving == {"tfserving", "gateway"} | trainers
 
 
 def test_named_volumes_hold_models_runs_datasets_and_the_database(compose):

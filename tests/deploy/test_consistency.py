@@ -12,17 +12,17 @@ from deploy.helpers import (
     DOCKER_DIR,
     DOCKERFILES,
     JOB_TEMPLATE,
-    K8S_DIR,
     REPO_ROOT,
+    TFSERVING_CONFIG_SCRIPT,
     find,
     instructions,
-    load_tfserving_config,
     pod_spec,
     training_job,
 )
 from packaging.requirements import Requirement
 
 from service.cli import _parser
+from service.model_repository import CONFIG_FILE_NAME
 from service.model_server.channel_arguments import (
     DEFAULT_CHANNEL_ARGUMENTS,
     parse_channel_arguments,
@@ -279,40 +279,77 @@ def test_downloaded_datasets_go_to_a_writable_volume(compose, objects):
         assert training == {"train", "prefect-job"}, overlay
 
 
-def test_gateway_reads_the_config_tfserving_serves(compose, objects):
+def test_gateway_reads_the_config_tfserving_serves_from_the_model_repository(compose, objects):
+    """One record of what is served: TF Serving and the gateway read the model config on the
+    models volume, where promotions and rollbacks write it."""
+    record = f"{MODEL_REPO}/{CONFIG_FILE_NAME}"
     services = compose["services"]
-    tfserving_config = flags(services["tfserving"]["command"])["model_config_file"]
-    assert services["gateway"]["environment"]["NNSERVE_MODEL_CONFIG_FILE"] == tfserving_config
-    generator = load_tfserving_config()
-    assert tfserving_config == f"{MODEL_REPO}/{generator.CONFIG_FILE_NAME}"
+    assert flags(services["tfserving"]["command"])["model_config_file"] == record
+    assert services["gateway"]["environment"]["NNSERVE_MODEL_CONFIG_FILE"] == record
     for overlay, objs in objects.items():
         tfserving = find(objs, "Deployment", "tfserving")["spec"]["template"]["spec"]
         gateway = find(objs, "Deployment", "gateway")["spec"]["template"]["spec"]
-        path = flags(tfserving["containers"][0]["args"])["model_config_file"]
-        assert env_of(gateway["containers"][0])["NNSERVE_MODEL_CONFIG_FILE"] == path, overlay
+        assert flags(tfserving["containers"][0]["args"])["model_config_file"] == record, overlay
+        assert env_of(gateway["containers"][0])["NNSERVE_MODEL_CONFIG_FILE"] == record, overlay
         for pod in (tfserving, gateway):
             mount = next(
                 m
                 for m in pod["containers"][0]["volumeMounts"]
-                if path.startswith(m["mountPath"] + "/")
+                if record.startswith(m["mountPath"] + "/")
             )
             volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
-            assert volume["configMap"]["name"] == "tfserving-config", overlay
+            assert volume["persistentVolumeClaim"]["claimName"] == "models", overlay
+        # TF Serving exits when its config file is missing: its pod waits for train-demo's.
+        (wait,) = tfserving["initContainers"]
+        assert f"[ -s {record} ]" in " ".join(wait["command"]), overlay
 
 
-def test_the_demo_model_is_the_one_configured_and_trained(compose, objects):
+def test_tf_serving_starts_from_a_config_with_version_labels(compose, objects):
+    """TF Serving checks a config's labels before it loads anything, so it refuses the record
+    (every model has a `stable` label) at start-up unless allowed."""
+    tfserving = find(dev(objects), "Deployment", "tfserving")["spec"]["template"]["spec"]
+    for args in (compose["services"]["tfserving"]["command"], tfserving["containers"][0]["args"]):
+        assert flags(args)["allow_version_labels_for_unavailable_models"] == "true"
+
+
+def test_the_demo_model_is_trained_and_then_listed_in_the_config(compose, objects):
     spec = yaml.safe_load((REPO_ROOT / DEMO_SPEC).read_text())
     name = spec["name"]
-    generator = load_tfserving_config()
-    expected = generator.render(Path(MODEL_REPO), [name])
-    assert (K8S_DIR / "base" / "models.config").read_text() == expected
+    writer = f"python3 {TFSERVING_CONFIG_SCRIPT.name} --repo {MODEL_REPO}"
+    scripts = {
+        f"{overlay} train-demo": " ".join(
+            find(objs, "Job", "train-demo")["spec"]["template"]["spec"]["containers"][0]["command"]
+        )
+        for overlay, objs in objects.items()
+    }
+    scripts["compose train-demo"] = " ".join(compose["services"]["train-demo"]["command"])
+    for where, script in scripts.items():
+        assert DEMO_SPEC in script and f"{MODEL_REPO}/{name}/" in script, where
+        assert script.index(DEMO_SPEC) < script.index(writer), where
+
+
+def test_trainers_reach_the_model_server_they_promote_on(compose, objects):
+    """A promotion asks TF Serving whether the new version is loaded: every container that
+    trains can reach its gRPC port, at the address the gateway uses."""
+    address = compose["services"]["gateway"]["environment"]["NNSERVE_TFSERVING_ADDR"]
+    assert dockerfile_env(DOCKER_DIR / "trainer.Dockerfile")["NNSERVE_TFSERVING_ADDR"] == address
+    for name, service in compose["services"].items():
+        if service["image"].startswith("nnserve-trainer"):
+            assert service["environment"]["NNSERVE_TFSERVING_ADDR"] == address, name
+            assert "serving" in service["networks"], name
     for overlay, objs in objects.items():
-        assert find(objs, "ConfigMap", "tfserving-config")["data"]["models.config"] == expected
-        train = find(objs, "Job", "train-demo")["spec"]["template"]["spec"]["containers"][0]
-        script = " ".join(train["command"])
-        assert DEMO_SPEC in script and f"{MODEL_REPO}/{name}/" in script, overlay
-    compose_script = " ".join(compose["services"]["train-demo"]["command"])
-    assert DEMO_SPEC in compose_script and f"{MODEL_REPO}/{name}/" in compose_script
+        train_demo = find(objs, "Job", "train-demo")["spec"]["template"]
+        assert env_of(train_demo["spec"]["containers"][0])["NNSERVE_TFSERVING_ADDR"] == address
+        (rule,) = find(objs, "NetworkPolicy", "tfserving")["spec"]["ingress"]
+        selectors = [peer["podSelector"]["matchLabels"] for peer in rule["from"]]
+        for labels in (train_demo["metadata"]["labels"], training_job_labels()):
+            assert any(
+                all(labels.get(k) == v for k, v in selector.items()) for selector in selectors
+            ), f"{overlay}: pods labelled {labels} cannot reach tfserving"
+
+
+def training_job_labels() -> dict[str, str]:
+    return training_job()["spec"]["template"]["metadata"]["labels"]
 
 
 def test_specs_sit_where_the_training_commands_look(compose):

@@ -86,7 +86,6 @@ def test_the_issue_lists_these_objects(objects, overlay):
     expected_mode = "ReadWriteOnce" if overlay == "dev" else "ReadWriteMany"
     assert claim["spec"]["accessModes"] == [expected_mode]
     assert find(objs, "Service", "tfserving")["spec"]["type"] == "ClusterIP"
-    assert "models.config" in find(objs, "ConfigMap", "tfserving-config")["data"]
     for kind in (
         "Deployment",
         "Service",
@@ -106,7 +105,7 @@ def test_the_issue_lists_these_objects(objects, overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_only_the_gateway_reaches_tfserving(objects, overlay):
+def test_only_the_gateway_and_training_pods_reach_tfserving(objects, overlay):
     tfserving_labels = find(objects[overlay], "Deployment", "tfserving")["spec"]["template"][
         "metadata"
     ]["labels"]
@@ -121,7 +120,10 @@ def test_only_the_gateway_reaches_tfserving(objects, overlay):
     ]
     assert len(policies) == 1, [p["metadata"]["name"] for p in policies]
     (rule,) = policies[0]["spec"]["ingress"]
-    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}},
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "training"}}},
+    ]
     assert rule["ports"] == [{"protocol": "TCP", "port": 8500}]
 
 

@@ -10,6 +10,7 @@ from support import SHARED_TESTDATA, refused_start, wait_until
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_management_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -76,7 +77,9 @@ def test_labels_route_requests_to_their_versions(serve, three_versions):
     config = ModelConfig(
         "m", three_versions, VersionPolicy("all"), labels=(("canary", 3), ("stable", 2))
     )
-    with serve(ModelManager([config])) as channel:
+    # As TF Serving, a server starts from a config with labels only with the flag.
+    manager = ModelManager([config], allow_labels_for_unavailable_models=True)
+    with serve(manager) as channel:
         assert predict_version(channel, version_label="stable") == 2
         assert predict_version(channel, version_label="canary") == 3
         assert predict_version(channel) == 3
@@ -92,6 +95,33 @@ def test_a_label_on_an_unavailable_version_is_refused_unless_allowed(three_versi
     with pytest.raises(ServingError, match="assign label to version 2 of model m, which is not"):
         ModelManager([config])
     ModelManager([config], allow_labels_for_unavailable_models=True)
+
+
+def specific(base, versions: set[int], **labels: int) -> ModelConfig:
+    policy = VersionPolicy("specific", versions=frozenset(versions))
+    return ModelConfig("m", base, policy, labels=tuple(sorted(labels.items())))
+
+
+def labelled(manager: ModelManager, label: str) -> int:
+    with manager.lease(model_pb2.ModelSpec(name="m", version_label=label)) as (version, _):
+        return version
+
+
+def test_a_label_moves_only_to_a_version_an_earlier_config_loaded(three_versions):
+    """As TF Serving, also with the flag: a reload that moves a label to a version not loaded
+    is refused whole, its version policy included, so a promotion loads the version first."""
+    manager = ModelManager(
+        [specific(three_versions, {1}, stable=1)], allow_labels_for_unavailable_models=True
+    )
+    moved = specific(three_versions, {1, 2}, stable=2, previous=1)
+    with pytest.raises(ServingError, match="assign label to version 2 of model m, which is not"):
+        manager.reload([moved])
+    assert available(manager, "m") == [1]
+    assert labelled(manager, "stable") == 1
+    manager.reload([specific(three_versions, {1, 2}, stable=1)])  # staged: loaded, not labelled
+    assert available(manager, "m") == [1, 2]
+    manager.reload([moved])
+    assert labelled(manager, "stable") == 2
 
 
 def test_reload_config_request_adds_and_removes_models(serve, three_versions, half_plus_two):
