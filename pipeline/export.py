@@ -1,4 +1,5 @@
-"""Export a trained model as a SavedModel with nnserve's serving signature and metadata."""
+"""Export a trained model as a SavedModel with nnserve's serving signature, metadata and
+TF Serving's warm-up records."""
 
 import json
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ import tensorflow as tf
 
 from pipeline.datasets import InputSpec
 from pipeline.models import Head
+from pipeline.warmup_records import write_warmup_records
 
 METADATA_PATH = Path("assets.extra") / "nnserve.json"
 # A ready request body (TF Serving's REST row format) with one real example, for a first curl.
@@ -22,10 +24,13 @@ def export_model(
     head: Head,
     export_dir: Path,
     metadata: dict,
-    example: np.ndarray | str,
+    held_out: np.ndarray,
 ) -> Path:
     """Write `serving_default`: raw `input_spec.name` in; `probabilities` and `class_id` out of a
-    classifier, `prediction` (one value per example, in target units) out of a regressor."""
+    classifier, `prediction` (one value per example, in target units) out of a regressor.
+
+    `held_out` are examples of the test split in raw units, as clients send them: the first is
+    the example request, and the warm-up records are made of them."""
 
     def serve(raw_input: tf.Tensor) -> dict[str, tf.Tensor]:
         if input_spec.is_token_ids:
@@ -53,8 +58,9 @@ def export_model(
     archive.write_out(str(export_dir), verbose=False)
     write_metadata(export_dir, {"input": input_spec.to_json(), **metadata})
     (export_dir / EXAMPLE_REQUEST_PATH).write_text(
-        json.dumps({"instances": [np.asarray(example).tolist()]}, separators=(",", ":")) + "\n"
+        json.dumps({"instances": [np.asarray(held_out[0]).tolist()]}, separators=(",", ":")) + "\n"
     )
+    write_warmup_records(export_dir, {input_spec.name: held_out}, metadata["model_name"])
     return export_dir
 
 

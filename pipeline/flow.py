@@ -200,7 +200,7 @@ def export_model(
         head_of(spec, dataset),
         run_dir / "export",
         metadata,
-        example=splits.test.features[0],
+        held_out=splits.test.features,
     )
 
 

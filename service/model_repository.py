@@ -2,7 +2,9 @@
 
 Shared by the pipeline, which publishes versions, and the model server, which discovers them.
 Beside the graph, `<version>/assets.extra/nnserve.json` describes a version (written by
-pipeline/export.py); its `decision` field says whether the retraining gate accepted it.
+pipeline/export.py); its `decision` field says whether the retraining gate accepted it, and
+`<version>/assets.extra/tf_serving_warmup_requests` holds the requests a server replays before
+the version takes traffic (written by pipeline/warmup_records.py).
 """
 
 import json
@@ -20,6 +22,8 @@ METADATA_PATH = Path("assets.extra") / "nnserve.json"
 #   "decision": {"accepted": false, "reason": "candidate accuracy 0.962 < stable 0.989 - 0.005"}
 # A version whose decision is not accepted is never promoted unless forced.
 DECISION = "decision"
+# TF Serving's warm-up records: a TFRecord file of PredictionLog, replayed when a version loads.
+WARMUP_REQUESTS_PATH = Path("assets.extra") / "tf_serving_warmup_requests"
 
 
 def version_of(directory_name: str) -> int | None:

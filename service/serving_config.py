@@ -40,7 +40,7 @@ STABLE = "stable"
 PREVIOUS = "previous"
 PLATFORM = "tensorflow"
 # TF Serving re-reads its config every --model_config_file_poll_wait_seconds (30 s in
-# docker/compose.yaml, 60 s in k8s/) and then loads and warms up the version: minutes, not seconds.
+# compose.yaml, 60 s in k8s/) and then loads and warms up the version: minutes, not seconds.
 DEFAULT_PROMOTION_TIMEOUT_SECONDS = 300.0
 _FIRST_PAUSE_SECONDS = 0.1
 _LONGEST_PAUSE_SECONDS = 2.0

@@ -14,6 +14,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from service.model_repository import WARMUP_REQUESTS_PATH
 from service.model_server import inference
 from service.model_server.batching import BatchingParameters
 from service.model_server.limits import FeedLimits
@@ -21,13 +22,12 @@ from service.model_server.servable import DEFAULT_SIGNATURE, SavedModelServable
 
 log = logging.getLogger(__name__)
 
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit on replayed records
 
 
 def warm_up(servable: SavedModelServable) -> int:
     """Replay the warm-up records (or one synthetic call); returns how many calls were made."""
-    records = servable.path / WARMUP_FILE
+    records = servable.path / WARMUP_REQUESTS_PATH
     if records.is_file():
         return _replay(servable, records)
     return _call_on_zeros(servable)

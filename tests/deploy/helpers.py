@@ -1,5 +1,5 @@
-"""What the deployment checks share: the files under docker/ and k8s/, and the command-line
-checkers (hadolint, kubectl's kustomize, checkov), found or reported missing."""
+"""What the deployment checks share: compose.yaml, the files under docker/ and k8s/, and the
+command-line checkers (hadolint, kubectl's kustomize, checkov), found or reported missing."""
 
 import importlib.util
 import json
@@ -15,7 +15,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO_ROOT / "docker"
 K8S_DIR = REPO_ROOT / "k8s"
-COMPOSE_FILE = DOCKER_DIR / "compose.yaml"
+COMPOSE_FILE = REPO_ROOT / "compose.yaml"
 DOCKERFILES = sorted(DOCKER_DIR.glob("*Dockerfile"))
 OVERLAYS = ("dev", "prod")
 JOB_TEMPLATE = K8S_DIR / "base" / "training-job-template.json"

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy.helpers import DOCKER_DIR, DOCKERFILES, K8S_DIR, REPO_ROOT, tool, training_job
+from deploy.helpers import (
+    COMPOSE_FILE,
+    DOCKER_DIR,
+    DOCKERFILES,
+    K8S_DIR,
+    REPO_ROOT,
+    tool,
+    training_job,
+)
 
 TIMEOUT_SECONDS = 150
 
@@ -37,7 +45,9 @@ def results(rendered: dict[str, Path], tmp_path_factory) -> list[dict]:
     job_file = tmp_path_factory.mktemp("job") / "training-job.yaml"
     job_file.write_text(yaml.safe_dump(named_training_job()))
     manifests = [*DOCKERFILES, *rendered.values(), job_file]
-    sources = [p for d in (DOCKER_DIR, K8S_DIR) for p in sorted(d.rglob("*")) if p.is_file()]
+    sources = [COMPOSE_FILE] + [
+        p for d in (DOCKER_DIR, K8S_DIR) for p in sorted(d.rglob("*")) if p.is_file()
+    ]
     runs = [
         checkov("--framework", "dockerfile", "kubernetes", *_files(manifests)),
         checkov("--framework", "secrets", *_files(sources)),

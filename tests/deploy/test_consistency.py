@@ -360,7 +360,7 @@ def test_specs_sit_where_the_training_commands_look(compose):
     assert ("COPY", f"pipeline/specs ./{Path(DEMO_SPEC).parent}") in trainer
     for name in ("train-demo", "worker", "worker-gpu"):
         mounts = compose["services"][name]["volumes"]
-        assert f"../pipeline/specs:{specs_dir}:ro" in mounts, name
+        assert f"./pipeline/specs:{specs_dir}:ro" in mounts, name
 
 
 @pytest.mark.parametrize("variable", ["namespace", "image"])

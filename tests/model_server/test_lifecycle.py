@@ -14,7 +14,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_
 
 from service import model_repository
 from service.model_server.manager import ModelConfig, ModelManager
-from service.model_server.warmup import WARMUP_FILE, load_and_warm_up
+from service.model_server.warmup import load_and_warm_up
 
 CLIENTS = 8
 MAX_REQUESTS_PER_CLIENT = 5000
@@ -74,7 +74,7 @@ def test_publishing_and_removing_versions_under_load_fails_no_request(
 
 
 def write_warmup_records(version_dir, requests) -> None:
-    path = version_dir / WARMUP_FILE
+    path = version_dir / model_repository.WARMUP_REQUESTS_PATH
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for request in requests:
