@@ -71,9 +71,14 @@ def throughput(epochs: int) -> None:
 def accuracy(names: list[str]) -> None:
     from prefect.testing.utilities import prefect_test_harness
 
+    from bench.processes import no_model_server
     from pipeline.flow import retrain
 
-    with tempfile.TemporaryDirectory() as root, prefect_test_harness(server_startup_timeout=120):
+    with (
+        tempfile.TemporaryDirectory() as root,
+        prefect_test_harness(server_startup_timeout=120),
+        no_model_server(),
+    ):
         results = []
         for name in names:
             started = time.perf_counter()
