@@ -221,7 +221,7 @@ class DataPlane:
             )
         version = await self._served_version(self._routed(target))
         metadata = self._catalog.version_metadata(target.name, version)
-        spec = images.ImageInputSpec.from_metadata(metadata.get("input", {}))
+        spec = images.image_input(metadata.get("input"))
         # Decoding even one image can take a second: never on the event loop.
         batch = await self._run(
             True,
