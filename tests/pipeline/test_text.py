@@ -16,11 +16,12 @@ from pydantic import TypeAdapter
 from support import is_available, model_server_and_gateway, wait_until
 
 from pipeline import training
-from pipeline.datasets import DatasetError, InputSpec, load_dataset
+from pipeline.datasets import DatasetError, load_dataset
 from pipeline.flow import head_of, train_model
 from pipeline.models import Head, ModelError, build_model
 from pipeline.preprocess import split_dataset
 from pipeline.spec import CsvTextDataset, EmbeddingLstmSpec, ModelSpec, load_spec
+from service.version_contract import InputSpec
 
 ROWS = 80
 SEQUENCE_LENGTH = 12
