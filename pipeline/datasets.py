@@ -1,4 +1,5 @@
-"""Datasets as numpy arrays in raw units, with the description of the input a model serves."""
+"""Datasets as numpy arrays in raw units, with the description of the input a model serves
+(service/version_contract.py's InputSpec)."""
 
 import gzip
 import hashlib
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
 from pipeline import downloads
 from pipeline.spec import (
@@ -23,6 +25,7 @@ from pipeline.spec import (
     ImageListDataset,
     PackagedDataset,
 )
+from service.version_contract import PIXEL_MAX, UNREADABLE_IMAGE, InputSpec, image_to_input
 
 Task = Literal["classification", "regression"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -30,56 +33,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 class DatasetError(ValueError):
     """A dataset that cannot be read, with what was wrong and what was expected."""
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a client sends: the signature input's name, per-example shape, dtype and value range.
-
-    The value range tells clients what raw values look like: for images the pixel format's,
-    which the model scales by; otherwise the whole dataset's, which the model does not use (it
-    learns any scaling from the training split alone, so held-out values stay unseen).
-    Token sequences and texts also carry their vocabulary size and sequence length: the model
-    maps ids or tokenizes inside its graph. Texts have no value range.
-    """
-
-    name: Literal["image", "sequence", "features", "text"]
-    shape: tuple[int, ...]
-    dtype: str
-    value_range: tuple[float, float] | None = None
-    vocabulary_size: int | None = None
-    sequence_length: int | None = None
-
-    @property
-    def is_text(self) -> bool:
-        """One raw string per example, tokenized by the model."""
-        return self.name == "text"
-
-    @property
-    def is_token_ids(self) -> bool:
-        """Word ids, sent by the client as the dataset holds them."""
-        return self.vocabulary_size is not None and not self.is_text
-
-    @property
-    def is_tokenized(self) -> bool:
-        """The model's layers work on word ids: sent as such, or made from text by the model."""
-        return self.vocabulary_size is not None
-
-    def to_json(self) -> dict:
-        description = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-        if self.value_range is not None:
-            description["value_range"] = list(self.value_range)
-        if self.name == "image":
-            height, width, channels = self.shape
-            description["image_size"] = [height, width]
-            description["channels"] = channels
-        if self.is_tokenized:
-            description["sequence_length"] = self.sequence_length
-            description["vocabulary_size"] = self.vocabulary_size
-        if self.is_token_ids:
-            # Reviews of any length are accepted; the model pads or cuts them to the length.
-            description["shape"] = [None]
-        return description
 
 
 @dataclass(frozen=True)
@@ -419,16 +372,14 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
+    """The image's 8-bit pixels, made as the gateway makes an upload of the same file."""
+    pixels = InputSpec("image", (*size, channels), "float32", (0.0, PIXEL_MAX))
     try:
         with Image.open(path) as image:
-            converted = image.convert("L" if channels == 1 else "RGB")
-            height, width = size
-            pixels = np.asarray(converted.resize((width, height)), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as error:
+            # In the pixels' own range the values are whole numbers: uint8 keeps them compact.
+            return image_to_input(image, pixels).astype(np.uint8)
+    except UNREADABLE_IMAGE as error:
         raise DatasetError(f"{path}: not a readable image ({error})") from error
-    return pixels.reshape(height, width, channels)
 
 
 def _image_folder(spec: ImageFolderDataset) -> Dataset:

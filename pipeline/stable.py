@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from pipeline.models import Head
 from pipeline.spec import Spec, training_digest
 from service import model_repository, serving_config
+from service.version_contract import METADATA_PATH
 
 # Examples fed to the SavedModel at once: bounds memory on large test splits.
 BATCH_SIZE = 256
@@ -43,7 +44,7 @@ def find(config: serving_config.Config, model: str, base_path: Path) -> StableVe
         metadata = model_repository.read_metadata(version_dir) or {}
     except (OSError, ValueError) as error:
         raise StableVersionError(
-            f"cannot read {model_repository.METADATA_PATH} of version {version} of {model}: {error}"
+            f"cannot read {METADATA_PATH} of version {version} of {model}: {error}"
         ) from None
     return StableVersion(model, version, version_dir, metadata)
 

@@ -29,8 +29,8 @@ from google.protobuf import text_format
 from service import model_repository, wire
 from service.gateway.errors import GatewayError
 from service.serving_config import STABLE
+from service.version_contract import METADATA_PATH
 
-METADATA_PATH = model_repository.METADATA_PATH
 # A file modified less than this before it was read may have changed again unseen since.
 _RACY_NANOSECONDS = 1_000_000_000
 _CHECK_SECONDS = 0.1

@@ -221,7 +221,7 @@ class DataPlane:
             )
         version = await self._served_version(self._routed(target))
         metadata = self._catalog.version_metadata(target.name, version)
-        spec = images.ImageInputSpec.from_metadata(metadata.get("input", {}))
+        spec = images.image_input(metadata.get("input"))
         # Decoding even one image can take a second: never on the event loop.
         batch = await self._run(
             True,
@@ -402,7 +402,7 @@ class DataPlane:
 
     async def _input_specs(
         self, target: ModelTarget, signature_name: str
-    ) -> dict[str, codec.InputSpec]:
+    ) -> dict[str, codec.SignatureInput]:
         cached = self._signatures.get(target)
         if cached is None or cached.expires < time.monotonic():
             _, signature_defs = await self._backend.signature_defs(target.model_spec())
@@ -426,7 +426,7 @@ class _Signatures:
 
     expires: float
     signature_defs: Mapping[str, wire.SignatureDef]
-    input_specs: dict[str, dict[str, codec.InputSpec]] = field(default_factory=dict)
+    input_specs: dict[str, dict[str, codec.SignatureInput]] = field(default_factory=dict)
 
 
 def _element_count(tensors: Mapping[str, wire.TensorProto]) -> int:

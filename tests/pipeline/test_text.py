@@ -21,11 +21,12 @@ from support import (
 )
 
 from pipeline import training
-from pipeline.datasets import DatasetError, InputSpec, load_dataset
+from pipeline.datasets import DatasetError, load_dataset
 from pipeline.flow import head_of
 from pipeline.models import Head, ModelError, build_model
 from pipeline.preprocess import split_dataset
 from pipeline.spec import CsvTextDataset, EmbeddingLstmSpec, ModelSpec, load_spec
+from service.version_contract import InputSpec
 
 ROWS = 80
 SEQUENCE_LENGTH = 12
