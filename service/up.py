@@ -46,7 +46,10 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
     repo = settings.model_repo.absolute()
     if not model_repository.complete_versions(repo / spec.name):
         print(f"no version of {spec.name} in {repo}: training it first", flush=True)
-        if subprocess.call(_nnserve("train", str(spec_path))) != 0:
+        # Promoted at the address the model server will have: nothing answers there yet, so
+        # the version is made stable in the model config in one step.
+        address = {"NNSERVE_TFSERVING_ADDR": f"{HOST}:{grpc_port}"}
+        if subprocess.call(_nnserve("train", str(spec_path)), env={**os.environ, **address}) != 0:
             raise UpError(f"training {spec.name} failed; see the output above")
     config_file = settings.serving_config_file().absolute()
     stable_version, base_path = _serving_record(config_file, repo, spec.name)

@@ -1,7 +1,12 @@
+import json
 import os
 import subprocess
 import tempfile
+import threading
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -11,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests run offline; Prefect's usage reporting would only log failures to reach its servers.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from support import DIGITS_SPEC
+from support import DIGITS_SPEC, retrain_without_model_server
 
 
 @pytest.fixture(scope="session")
@@ -25,12 +30,11 @@ def prefect_api() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def trained_digits(prefect_api, tmp_path_factory: pytest.TempPathFactory):
-    """digits-cnn trained once per session by the real Prefect flow, into a temporary repository."""
-    from pipeline.flow import train_model
-
+    """digits-cnn trained once per session by the real Prefect flow, into a temporary repository,
+    where it is the first and stable version."""
     root = tmp_path_factory.mktemp("digits")
-    return train_model(
-        str(DIGITS_SPEC), model_repo=str(root / "models"), runs_dir=str(root / "runs")
+    return retrain_without_model_server(
+        DIGITS_SPEC, model_repo=str(root / "models"), runs_dir=str(root / "runs")
     )
 
 
@@ -54,3 +58,47 @@ def processes() -> Iterator[list[subprocess.Popen]]:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@dataclass
+class Notifications:
+    """A Prefect notification block posting to a webhook on 127.0.0.1, and what it received."""
+
+    block: str  # as NNSERVE_NOTIFICATION_BLOCK names it: <block type>/<block name>
+    received: list[dict] = field(default_factory=list)  # the JSON bodies posted, in order
+
+
+@pytest.fixture
+def notifications(prefect_api) -> Iterator[Notifications]:
+    """A real custom-webhook block saved on the session's Prefect API, pointing at a local HTTP
+    server that records what it is sent."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    name = f"nnserve-tests-{uuid.uuid4().hex[:8]}"
+    CustomWebhookNotificationBlock(
+        name="nnserve tests",
+        url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+        json_data={"subject": "{{subject}}", "body": "{{body}}"},
+    ).save(name)
+    try:
+        yield Notifications(f"custom-webhook/{name}", received)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

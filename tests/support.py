@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from service.processes import child_pids, dies_with_parent
 
@@ -43,6 +44,44 @@ def wait_until(
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def nnserve_settings(**values: str) -> Iterator[None]:
+    """NNSERVE_* settings (given by field name) for what this process runs meanwhile; the
+    settings are read anew inside and after."""
+    from service.settings import env_name, get_settings
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for field, value in values.items():
+                patch.setenv(env_name(field), value)
+            get_settings.cache_clear()
+            yield
+    finally:
+        get_settings.cache_clear()
+
+
+def retrain_without_model_server(spec_path: str | Path, **parameters):
+    """The retraining flow, run in this process with no model server at NNSERVE_TFSERVING_ADDR,
+    so that its promotion writes the model config in one step whatever listens on the default
+    address."""
+    from pipeline.flow import retrain
+
+    with nnserve_settings(tfserving_addr=f"127.0.0.1:{free_port()}"):
+        return retrain(str(spec_path), **parameters)
+
+
+def artifacts_of(flow_run_id) -> dict:
+    """The artifacts a flow run published, by key, as Prefect's own client reads them."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {artifact.key: artifact for artifact in artifacts}
 
 
 def nnserve(*args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
