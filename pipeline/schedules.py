@@ -4,6 +4,8 @@ same ones for a Prefect server with work pools. Both are built here, so they can
 
 import asyncio
 import logging
+import signal
+import sys
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -146,6 +148,9 @@ def serve(schedules: list[Schedule]) -> None:
         "; Ctrl-C or SIGTERM stops",
         flush=True,
     )
+    # Prefect's runner stops on SIGTERM with exit status 0 once it runs; the same before, while
+    # it registers the deployments.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     stop = threading.Event()
     if not api:
         # Prefect's ephemeral API runs no scheduler service, so nothing would ever fall due:
