@@ -159,7 +159,7 @@ def _final_state(flow_run, worker: subprocess.Popen):
 
     states = []
     wait_until(
-        lambda: bool(states.append(asyncio.run(read()))) and states[-1].is_final(),
+        lambda: states.append(asyncio.run(read())) or states[-1].is_final(),
         RUN_TIMEOUT,
         f"flow run {flow_run.name} to end",
         worker,
