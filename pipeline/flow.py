@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import keras
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_client, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
@@ -298,8 +298,16 @@ def retrain(
       the same spec killed before it finished is resumed from its last checkpoint. `progress`
       draws a bar per epoch instead of Keras's log lines.
     """
-    settings = get_settings()
     spec = load_spec(spec_path, overrides, dataset_source=dataset_source)
+    _tag_flow_run(spec.name)
+    with tags(spec.name):  # and every task run of it
+        return _retrain(spec, force, model_repo, runs_dir, progress)
+
+
+def _retrain(
+    spec: Spec, force: bool, model_repo: str | None, runs_dir: str | None, progress: bool
+) -> State:
+    settings = get_settings()
     repo = (Path(model_repo) if model_repo else settings.model_repo).absolute()
     config_file = settings.model_config_file or repo / model_repository.CONFIG_FILE_NAME
     config = serving_config.read(config_file, missing_ok=True)
@@ -356,6 +364,13 @@ def retrain(
     )
     report(result)
     return Completed(message=f"version {version} is stable: {decision.reason}", data=result)
+
+
+def _tag_flow_run(model: str) -> None:
+    """Tag the running flow run with the model's name, so that the Prefect UI filters a model's
+    runs (its name is known once the spec is read, after the run has started)."""
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.get_id(), tags=sorted({*flow_run.get_tags(), model}))
 
 
 def _base_path(config: serving_config.Config, repo: Path, model: str) -> Path:

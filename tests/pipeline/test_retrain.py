@@ -62,6 +62,36 @@ def test_unchanged_data_and_spec_train_and_publish_nothing(trained_digits, tmp_p
     accuracy = f"{trained_digits.evaluation.accuracy:.4f}"
     assert f"| accuracy | {accuracy} |" in report  # the stable version's, as it recorded them
 
+    flow_run_id = state.state_details.flow_run_id
+    with prefect.get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+    assert re.fullmatch(f"digits-cnn-{RUN_NAME_TIME}", run.name)
+    assert "digits-cnn" in run.tags
+    task_runs = recorded_task_runs(flow_run_id, count=2)
+    assert sorted(task_run.name for task_run in task_runs) == [
+        "load digits",
+        "report skipped",
+    ]
+    assert all("digits-cnn" in task_run.tags for task_run in task_runs)
+
+
+def recorded_task_runs(flow_run_id, count: int) -> list:
+    """The flow run's task runs, once the API has recorded `count` of them (it learns of task
+    runs from events, shortly after they happen)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    seen = []
+
+    def recorded() -> bool:
+        with prefect.get_client(sync_client=True) as client:
+            seen[:] = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+        return len(seen) >= count
+
+    wait_until(recorded, 60, f"{count} task runs of the flow run in the Prefect API")
+    return seen
+
 
 def test_a_failed_run_is_named_after_its_spec_and_announced(notifications, tmp_path):
     missing = tmp_path / "nightly.yaml"
