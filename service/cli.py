@@ -78,6 +78,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(run=_train)
 
+    schedule = commands.add_parser(
+        "schedule",
+        help="serve the scheduled retraining deployments, one per spec with retraining.cron",
+        description="Serves a Prefect deployment of the `retrain` flow for every spec that has "
+        "a retraining.cron, with that schedule and the spec's retraining.parameters, and runs "
+        "the flow runs that fall due, until Ctrl-C or SIGTERM. Works against PREFECT_API_URL "
+        "(a server, its UI and `prefect deployment run retrain/MODEL`) or, when that is "
+        "unset, Prefect's ephemeral API. --write-prefect-yaml writes the same deployments as "
+        "prefect.yaml for `prefect deploy --all` instead.",
+    )
+    schedule.add_argument(
+        "specs", nargs="*", type=Path, help="spec files (default: every one in pipeline/specs/)"
+    )
+    schedule.add_argument(
+        "--write-prefect-yaml",
+        metavar="PATH",
+        type=Path,
+        nargs="?",
+        const=Path("prefect.yaml"),
+        help="write the deployments to PATH (default prefect.yaml) and exit",
+    )
+    schedule.set_defaults(run=_schedule)
+
     server = commands.add_parser(
         "model-server",
         help="serve SavedModels over TensorFlow Serving's gRPC API",
@@ -295,6 +318,22 @@ def _train(args: argparse.Namespace) -> int:
     print(f"  reports: {result.run_dir}")
     for report in sorted(path.name for path in result.run_dir.iterdir() if path.is_file()):
         print(f"           {report}")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    _allow_slow_prefect_start()
+    from pipeline import schedules
+
+    try:
+        found = schedules.find_schedules(args.specs)
+    except schedules.ScheduleError as error:
+        raise UserError(str(error)) from error
+    if args.write_prefect_yaml:
+        args.write_prefect_yaml.write_text(schedules.prefect_yaml(found))
+        print(f"wrote {len(found)} deployment(s) to {args.write_prefect_yaml}")
+        return 0
+    schedules.serve(found)
     return 0
 
 

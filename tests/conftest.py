@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import subprocess
@@ -16,16 +17,32 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests run offline; Prefect's usage reporting would only log failures to reach its servers.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from support import DIGITS_SPEC, retrain_without_model_server
+from support import DIGITS_SPEC, prefect_server, retrain_without_model_server
 
 
 @pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
-    """A real, temporary Prefect API for flow runs, stopped before the session ends."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `prefect server start` on 127.0.0.1 (SQLite, scheduler on) shared by the session:
+    this process's flow runs report to it, and its URL (the value for PREFECT_API_URL) is what
+    the fixture gives, for the workers and commands a test starts. It dies with this process."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    with (
+        prefect_server(tmp_path_factory.mktemp("prefect-server")) as api_url,
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+    ):
+        yield api_url
+        _drain_prefect_workers()
+
+
+def _drain_prefect_workers() -> None:
+    """Send the logs and events still queued before the server they go to stops."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(RuntimeError):  # never started
+        APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
 
 
 @pytest.fixture(scope="session")

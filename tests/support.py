@@ -181,3 +181,44 @@ def is_available(url: str) -> bool:
     except (httpx.HTTPError, ValueError, KeyError):
         return False
     return any(status["state"] == "AVAILABLE" for status in statuses)
+
+
+def prefect_environment(home: Path, api_url: str | None = None) -> dict[str, str]:
+    """Environment for a Prefect process of a test: its own PREFECT_HOME (profiles, SQLite
+    database), no usage reporting, and the API it talks to."""
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **({"PREFECT_API_URL": api_url} if api_url else {}),
+    }
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path, timeout: float = 180) -> Iterator[str]:
+    """A real `prefect server start` on 127.0.0.1 with SQLite under `home`; yields its API URL.
+    Killed if the test process dies first; on a busy machine its first start (the database
+    migrations) takes a while."""
+    port = free_port()
+    start = ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
+    log = (home / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", *start, "--analytics-off"],
+        env={**os.environ, **prefect_environment(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=dies_with_parent(signal.SIGKILL),
+    )
+    api_url = f"http://127.0.0.1:{port}/api"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(healthy, timeout, f"prefect server ({home / 'server.log'})", server)
+        yield api_url
+    finally:
+        stop(server)
+        log.close()
