@@ -145,7 +145,7 @@ def test_up_trains_an_empty_repository_serves_and_stops_on_ctrl_c(prefect_api, t
     try:
         banner = read_until(up, "Press Ctrl-C to stop.")
         assert f"127.0.0.1:{grpc_port}" in banner and f"http://127.0.0.1:{http_port}" in banner
-        assert "serving tiny-digits version 1 (stable)" in banner
+        assert "\n  tiny-digits  version 1 (stable)\n" in banner
         # The record of what is served was made from the repository, and both parts serve from it.
         config = serving_config.read(tmp_path / "models" / "models.config")
         assert serving_config.labels(config, "tiny-digits") == {"stable": 1}
