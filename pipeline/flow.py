@@ -64,12 +64,12 @@ def model_for(spec: Spec, dataset: Dataset, splits: Splits) -> keras.Model:
 # Arrays and Keras models pass between tasks in memory; hashing them for a cache key is waste.
 @task(cache_policy=NO_CACHE)
 def load(spec: Spec) -> Dataset:
-    return load_dataset(spec.dataset)
+    return load_dataset(spec.dataset, get_run_logger())
 
 
 @task(cache_policy=NO_CACHE)
 def preprocess(spec: Spec, dataset: Dataset) -> Splits:
-    return split_dataset(dataset, spec.dataset)
+    return split_dataset(dataset, spec.dataset, get_run_logger())
 
 
 @task(cache_policy=NO_CACHE)
