@@ -11,7 +11,7 @@ import httpx
 import pytest
 from gateway.browser import headless_chromium, needs_chromium
 from gateway.servers import HALF_PLUS_TWO
-from support import free_port, nnserve, read_until, stop
+from support import read_until, start_up, stop
 
 from service import serving_config
 from service.gateway.catalog import ModelCatalog
@@ -53,19 +53,7 @@ def up(tmp_path_factory) -> Up:
     spec.write_text(
         "name: alpha\ndataset: {name: iris}\nmodel: {architecture: mlp}\ntraining: {epochs: 1}\n"
     )
-    grpc_port, http_port = free_port(), free_port()
-    process = nnserve(
-        "up",
-        "--spec",
-        str(spec),
-        "--grpc-port",
-        str(grpc_port),
-        "--http-port",
-        str(http_port),
-        stdout=subprocess.PIPE,
-        text=True,
-        env={"NNSERVE_MODEL_REPO": str(repo), "NNSERVE_RUNS_DIR": str(root / "runs")},
-    )
+    process, grpc_port, http_port = start_up(spec, repo, root / "runs")
     try:
         banner = read_until(process, "Press Ctrl-C to stop.", timeout=120)
         url = f"http://127.0.0.1:{http_port}"
