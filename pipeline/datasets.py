@@ -436,6 +436,11 @@ def _images_dataset(
     sources: list[str],
     spec: ImageFolderDataset | ImageListDataset,
 ) -> Dataset:
+    if not paths:
+        raise DatasetError(
+            f"dataset.path {spec.path}: no image files; expected some ending in "
+            f"{', '.join(sorted(IMAGE_SUFFIXES))}"
+        )
     images, image_files = zip(
         *(_read_image(path, spec.image_size, spec.channels) for path in paths), strict=True
     )

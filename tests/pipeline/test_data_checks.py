@@ -135,6 +135,15 @@ def test_image_files_of_mixed_sizes_and_modes_are_named(tmp_path, caplog):
         load_dataset(spec.model_copy(update={"checks": DatasetChecks(mixed_images="error")}))
 
 
+def test_class_folders_without_images_are_a_dataset_error(tmp_path):
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.txt").write_text("no image here")
+    spec = ImageFolderDataset(name="image-folder", path=tmp_path, image_size=(4, 4))
+    with pytest.raises(DatasetError, match=r"no image files; expected some ending in \.bmp"):
+        load_dataset(spec)
+
+
 def test_csv_labels_of_mixed_kinds_name_the_row(tmp_path):
     rows = [f"{i},{i % 3}" for i in range(30)] + ["30,two"]
     (tmp_path / "table.csv").write_text("x,label\n" + "\n".join(rows) + "\n")
