@@ -4,6 +4,7 @@
 import gzip
 import hashlib
 import io
+import logging
 import pickle
 import tarfile
 import zipfile
@@ -14,11 +15,13 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from pipeline import downloads
+from pipeline import data_checks, downloads
+from pipeline.data_checks import ImageFile
 from pipeline.spec import (
     CsvSeriesDataset,
     CsvTableDataset,
     CsvTextDataset,
+    DatasetChecks,
     DatasetSpec,
     DownloadedDataset,
     ImageFolderDataset,
@@ -29,6 +32,8 @@ from service.version_contract import PIXEL_MAX, UNREADABLE_IMAGE, InputSpec, ima
 
 Task = Literal["classification", "regression"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -44,6 +49,10 @@ class Dataset:
     task: Task = "classification"
     # Time series keep their order: validation and test are the latest windows.
     ordered: bool = False
+    # Where each example came from, for messages ("labels.txt:12: a.png"); () when unnamed.
+    sources: tuple[str, ...] = ()
+    # Each image file as read, before it was resized and converted; () for other datasets.
+    image_files: tuple[ImageFile, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -62,7 +71,37 @@ class Dataset:
         return digest.hexdigest()
 
 
-def load_dataset(spec: DatasetSpec) -> Dataset:
+def load_dataset(spec: DatasetSpec, logger: data_checks.Log = log) -> Dataset:
+    """The dataset, checked (pipeline/data_checks.py) and summarized in `logger`'s log.
+
+    Raises DatasetError when it cannot be read, or when a check the spec makes an error finds
+    something.
+    """
+    dataset = _read(spec)
+    logger.info(
+        data_checks.summary(
+            spec.name, dataset.targets, dataset.labels, dataset.input_spec, dataset.image_files
+        )
+    )
+    findings = data_checks.check_examples(
+        dataset.targets, dataset.labels, dataset.sources, dataset.image_files, spec.checks
+    )
+    enforce_checks(findings, spec.checks, logger)
+    return dataset
+
+
+def enforce_checks(
+    findings: list[data_checks.Finding],
+    checks: DatasetChecks,
+    logger: data_checks.Log,
+) -> None:
+    """Log the findings the spec makes warnings; raise DatasetError for those it makes errors."""
+    problem = data_checks.enforce(findings, checks, logger)
+    if problem is not None:
+        raise DatasetError(problem)
+
+
+def _read(spec: DatasetSpec) -> Dataset:
     if isinstance(spec, PackagedDataset):
         dataset = _PACKAGED[spec.name](spec)
     elif isinstance(spec, DownloadedDataset):
@@ -87,7 +126,13 @@ def _limit(dataset: Dataset, max_examples: int | None, seed: int) -> Dataset:
         keep = np.arange(len(dataset.targets) - max_examples, len(dataset.targets))
     else:
         keep = np.sort(np.random.default_rng(seed).permutation(len(dataset.targets))[:max_examples])
-    return replace(dataset, features=dataset.features[keep], targets=dataset.targets[keep])
+    return replace(
+        dataset,
+        features=dataset.features[keep],
+        targets=dataset.targets[keep],
+        sources=tuple(dataset.sources[i] for i in keep) if dataset.sources else (),
+        image_files=tuple(dataset.image_files[i] for i in keep) if dataset.image_files else (),
+    )
 
 
 # --- the constructors every source ends in -------------------------------------------------------
@@ -371,15 +416,36 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 # --- the user's own data -------------------------------------------------------------------------
 
 
-def _read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """The image's 8-bit pixels, made as the gateway makes an upload of the same file."""
+def _read_image(path: Path, size: tuple[int, int], channels: int) -> tuple[np.ndarray, ImageFile]:
+    """The image's 8-bit pixels, made as the gateway makes an upload of the same file, and
+    the file's own size and mode."""
     pixels = InputSpec("image", (*size, channels), "float32", (0.0, PIXEL_MAX))
     try:
         with Image.open(path) as image:
             # In the pixels' own range the values are whole numbers: uint8 keeps them compact.
-            return image_to_input(image, pixels).astype(np.uint8)
+            converted = image_to_input(image, pixels).astype(np.uint8)
+            return converted, ImageFile(image.width, image.height, image.mode)
     except UNREADABLE_IMAGE as error:
         raise DatasetError(f"{path}: not a readable image ({error})") from error
+
+
+def _images_dataset(
+    paths: list[Path],
+    targets: list[int],
+    labels: list[str],
+    sources: list[str],
+    spec: ImageFolderDataset | ImageListDataset,
+) -> Dataset:
+    if not paths:
+        raise DatasetError(
+            f"dataset.path {spec.path}: no image files; expected some ending in "
+            f"{', '.join(sorted(IMAGE_SUFFIXES))}"
+        )
+    images, image_files = zip(
+        *(_read_image(path, spec.image_size, spec.channels) for path in paths), strict=True
+    )
+    dataset = image_dataset(np.stack(images), np.array(targets), labels)
+    return replace(dataset, sources=tuple(sources), image_files=image_files)
 
 
 def _image_folder(spec: ImageFolderDataset) -> Dataset:
@@ -388,14 +454,14 @@ def _image_folder(spec: ImageFolderDataset) -> Dataset:
         raise DatasetError(
             f"dataset.path {spec.path}: expected one subfolder per class, found {classes}"
         )
-    images, targets = [], []
+    paths, targets = [], []
     for class_id, name in enumerate(classes):
         files = sorted(
             p for p in (spec.path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
         )
-        images += [_read_image(p, spec.image_size, spec.channels) for p in files]
+        paths += files
         targets += [class_id] * len(files)
-    return image_dataset(np.stack(images), np.array(targets), classes)
+    return _images_dataset(paths, targets, classes, [str(path) for path in paths], spec)
 
 
 def _image_list(spec: ImageListDataset) -> Dataset:
@@ -412,11 +478,15 @@ def _image_list(spec: ImageListDataset) -> Dataset:
             raise DatasetError(
                 f"{spec.labels_file}:{number}: expected '<file name> <label>', got {line!r}"
             )
-        entries.append((parts[0], parts[1]))
-    classes = sorted({label for _, label in entries})
-    images = [_read_image(spec.path / name, spec.image_size, spec.channels) for name, _ in entries]
-    targets = [classes.index(label) for _, label in entries]
-    return image_dataset(np.stack(images), np.array(targets), classes)
+        entries.append((number, parts[0], parts[1]))
+    classes = sorted({label for _, _, label in entries})
+    return _images_dataset(
+        [spec.path / name for _, name, _ in entries],
+        [classes.index(label) for _, _, label in entries],
+        classes,
+        [f"{spec.labels_file}:{number}: {name} {label}" for number, name, label in entries],
+        spec,
+    )
 
 
 def _read_csv(path: Path, *columns: str):
@@ -449,8 +519,15 @@ def _csv_table(spec: CsvTableDataset) -> Dataset:
         raise DatasetError(f"{spec.path}: feature columns must be numbers; {text_columns} are not")
     if spec.task == "classification":
         classes, targets = _class_ids(table[spec.target])
-        return table_dataset(features.to_numpy(), targets, classes, "classification")
-    return table_dataset(features.to_numpy(), table[spec.target].to_numpy(), [], "regression")
+        dataset = table_dataset(features.to_numpy(), targets, classes, "classification")
+    else:
+        targets = table[spec.target].to_numpy()
+        dataset = table_dataset(features.to_numpy(), targets, [], "regression")
+    return replace(dataset, sources=_rows(spec.path, len(table)))
+
+
+def _rows(path: Path, count: int) -> tuple[str, ...]:
+    return tuple(f"{path} row {row}" for row in range(1, count + 1))
 
 
 def _csv_text(spec: CsvTextDataset) -> Dataset:
@@ -464,7 +541,8 @@ def _csv_text(spec: CsvTextDataset) -> Dataset:
         )
     classes, targets = _class_ids(table[spec.target])
     texts = table[spec.text].astype(str).to_numpy(dtype=object)
-    return text_dataset(texts, targets, classes, spec.vocabulary_size, spec.sequence_length)
+    dataset = text_dataset(texts, targets, classes, spec.vocabulary_size, spec.sequence_length)
+    return replace(dataset, sources=_rows(spec.path, len(table)))
 
 
 def _csv_series(spec: CsvSeriesDataset) -> Dataset:

@@ -90,12 +90,12 @@ def _transient(task, task_run, state: State) -> bool:
     retry_condition_fn=_transient,
 )
 def load(spec: Spec) -> Dataset:
-    return load_dataset(spec.dataset)
+    return load_dataset(spec.dataset, get_run_logger())
 
 
 @task(name="split", task_run_name="split {spec.dataset.name}", cache_policy=NO_CACHE)
 def preprocess(spec: Spec, dataset: Dataset) -> Splits:
-    return split_dataset(dataset, spec.dataset)
+    return split_dataset(dataset, spec.dataset, get_run_logger())
 
 
 @task(name="train", task_run_name="train {spec.name}", cache_policy=NO_CACHE)

@@ -34,6 +34,31 @@ Positive = Annotated[int, Field(gt=0)]
 
 # --- datasets ------------------------------------------------------------------------------------
 
+CheckLevel = Literal["warn", "error", "off"]
+
+
+class DatasetChecks(_Strict):
+    """What each sanity check of the examples before training (pipeline/data_checks.py) does
+    with what it finds: log a warning, stop training with an error, or not look. One level for
+    all is written `checks: error`."""
+
+    rare_class: CheckLevel = "warn"
+    mixed_labels: CheckLevel = "warn"
+    mixed_images: CheckLevel = "warn"
+    split_duplicates: CheckLevel = "warn"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_level_for_all(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value not in get_args(CheckLevel):
+            raise ValueError(
+                f"expected one of {list(get_args(CheckLevel))} for every check, or a mapping "
+                f"of {list(cls.model_fields)} to one of them; got {value!r}"
+            )
+        return dict.fromkeys(cls.model_fields, value)
+
 
 class _DatasetBase(_Strict):
     test_fraction: Fraction = 0.2
@@ -41,6 +66,7 @@ class _DatasetBase(_Strict):
     seed: int = 42
     # Keep only the first N examples (after a seeded shuffle): CI-sized runs of the real specs.
     max_examples: Positive | None = None
+    checks: DatasetChecks = DatasetChecks()
 
 
 class PackagedDataset(_DatasetBase):

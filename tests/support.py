@@ -96,6 +96,25 @@ def nnserve(*args: str, env: dict[str, str] | None = None, **popen) -> subproces
     )
 
 
+def start_up(spec: Path, repo: Path, runs_dir: Path) -> tuple[subprocess.Popen, int, int]:
+    """`nnserve up --spec SPEC` on free ports, serving `repo`, its stdout a text pipe; returns
+    the process and its gRPC and HTTP ports."""
+    grpc_port, http_port = free_port(), free_port()
+    process = nnserve(
+        "up",
+        "--spec",
+        str(spec),
+        "--grpc-port",
+        str(grpc_port),
+        "--http-port",
+        str(http_port),
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"NNSERVE_MODEL_REPO": str(repo), "NNSERVE_RUNS_DIR": str(runs_dir)},
+    )
+    return process, grpc_port, http_port
+
+
 def refused_start(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
     """Run `nnserve ARGS`, which must refuse to start with exit code 2; returns its stderr."""
     process = nnserve(*args, env=env, stderr=subprocess.PIPE, text=True)
