@@ -5,7 +5,6 @@ One lifecycle: `nnserve train`, `nnserve up`, the tests and scheduled deployment
 `retrain` (entrypoint `pipeline/flow.py:retrain`).
 """
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +35,7 @@ from pipeline.outcome import (
     publish_artifacts,
 )
 from pipeline.preprocess import Splits, split_dataset
-from pipeline.spec import Spec, SpecError, load_spec
+from pipeline.spec import Spec, SpecError, load_spec, training_digest
 from pipeline.stable import StableVersion
 from service import model_repository, registry, serving_config
 from service.model_status import ModelStatusClient
@@ -392,9 +391,8 @@ def _recorded_evaluation(champion: StableVersion) -> training.Evaluation | None:
 
 
 def _run_dir(runs_dir: Path, spec: Spec) -> Path:
-    """The unfinished run of this very spec if one left a checkpoint, else a new folder."""
-    document = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
-    digest = hashlib.sha256(document.encode()).hexdigest()
+    """The unfinished run of what this spec trains if one left a checkpoint, else a new folder."""
+    digest = training_digest(spec)
     model_runs = runs_dir / spec.name
     if model_runs.is_dir():
         for candidate in sorted(model_runs.iterdir(), reverse=True):
@@ -410,7 +408,7 @@ def _run_dir(runs_dir: Path, spec: Spec) -> Path:
     run_dir = model_runs / f"{stamp}-{run_id[:8]}"
     run_dir.mkdir(parents=True, exist_ok=False)
     (run_dir / SPEC_FILE).write_text(
-        json.dumps({"digest": digest, "spec": json.loads(document)}, indent=2) + "\n"
+        json.dumps({"digest": digest, "spec": spec.model_dump(mode="json")}, indent=2) + "\n"
     )
     return run_dir
 

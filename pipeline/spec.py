@@ -480,10 +480,13 @@ def _source_key(path: Path, document: dict, source_from: str) -> str:
     )
 
 
-def training_digest(document: dict) -> str:
+def training_digest(spec: Spec) -> str:
     """What decides the model a spec trains, as a digest: the spec without its `gate` and
-    `retraining` sections, which judge and schedule the training but do not change it."""
-    trained = {key: value for key, value in document.items() if key not in ("gate", "retraining")}
+    `retraining` sections and its dataset's `checks`, which judge, schedule and vet the training
+    but do not change the model it makes."""
+    trained = spec.model_dump(
+        mode="json", exclude={"gate": True, "retraining": True, "dataset": {"checks"}}
+    )
     return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()
 
 

@@ -50,8 +50,8 @@ def find(config: serving_config.Config, model: str, base_path: Path) -> StableVe
 
 
 def unchanged_since(stable: StableVersion, dataset_fingerprint: str, spec: Spec) -> bool:
-    """Whether `stable` was trained on this very data with what `spec` trains (its gate and
-    schedule aside): retraining would then make the same model again."""
+    """Whether `stable` was trained on this very data with what `spec` trains (its gate,
+    schedule and data checks aside): retraining would then make the same model again."""
     if stable.metadata.get("dataset_fingerprint") != dataset_fingerprint:
         return False
     try:
@@ -59,9 +59,7 @@ def unchanged_since(stable: StableVersion, dataset_fingerprint: str, spec: Spec)
         trained = Spec.model_validate(stable.metadata.get("spec") or {})
     except ValidationError:
         return False
-    return training_digest(trained.model_dump(mode="json")) == training_digest(
-        spec.model_dump(mode="json")
-    )
+    return training_digest(trained) == training_digest(spec)
 
 
 def answers(stable: StableVersion, features: np.ndarray, head: Head) -> np.ndarray:

@@ -274,12 +274,16 @@ def test_a_bad_dataset_source_is_an_error_naming_it(tmp_path):
         load_spec(path, dataset_source="/data")
 
 
-def test_the_training_digest_ignores_the_gate_and_the_schedule(tmp_path):
+def test_the_training_digest_ignores_the_gate_the_schedule_and_the_data_checks(tmp_path):
     path = tmp_path / "m.yaml"
     path.write_text(MINIMAL)
-    plain = load_spec(path).model_dump(mode="json")
-    path.write_text(RETRAINING + "gate: {min_accuracy: 0.5, max_regression: 0.01}\n")
-    judged = load_spec(path).model_dump(mode="json")
+    plain = load_spec(path)
+    path.write_text(
+        RETRAINING.replace("dataset: {name: digits}", "dataset: {name: digits, checks: error}")
+        + "gate: {min_accuracy: 0.5, max_regression: 0.01}\n"
+    )
+    judged = load_spec(path)
+    assert judged.dataset.checks != plain.dataset.checks
     assert training_digest(plain) == training_digest(judged)
     path.write_text(MINIMAL.replace("{epochs: 1}", "{epochs: 2}"))
-    assert training_digest(load_spec(path).model_dump(mode="json")) != training_digest(plain)
+    assert training_digest(load_spec(path)) != training_digest(plain)
