@@ -17,6 +17,13 @@ from PIL import Image
 
 from pipeline import data_checks, downloads
 from pipeline.data_checks import ImageFile
+from pipeline.dataset_files import (
+    DatasetError,
+    class_folders,
+    labels_file_entries,
+    require_columns,
+    require_images,
+)
 from pipeline.spec import (
     CsvSeriesDataset,
     CsvTableDataset,
@@ -31,13 +38,8 @@ from pipeline.spec import (
 from service.version_contract import PIXEL_MAX, UNREADABLE_IMAGE, InputSpec, image_to_input
 
 Task = Literal["classification", "regression"]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 log = logging.getLogger(__name__)
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be read, with what was wrong and what was expected."""
 
 
 @dataclass(frozen=True)
@@ -436,11 +438,7 @@ def _images_dataset(
     sources: list[str],
     spec: ImageFolderDataset | ImageListDataset,
 ) -> Dataset:
-    if not paths:
-        raise DatasetError(
-            f"dataset.path {spec.path}: no image files; expected some ending in "
-            f"{', '.join(sorted(IMAGE_SUFFIXES))}"
-        )
+    require_images(spec, paths)
     images, image_files = zip(
         *(_read_image(path, spec.image_size, spec.channels) for path in paths), strict=True
     )
@@ -449,36 +447,15 @@ def _images_dataset(
 
 
 def _image_folder(spec: ImageFolderDataset) -> Dataset:
-    classes = sorted(entry.name for entry in spec.path.iterdir() if entry.is_dir())
-    if len(classes) < 2:
-        raise DatasetError(
-            f"dataset.path {spec.path}: expected one subfolder per class, found {classes}"
-        )
-    paths, targets = [], []
-    for class_id, name in enumerate(classes):
-        files = sorted(
-            p for p in (spec.path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        paths += files
-        targets += [class_id] * len(files)
+    folders = class_folders(spec)
+    paths = [path for _, files in folders for path in files]
+    targets = [class_id for class_id, (_, files) in enumerate(folders) for _ in files]
+    classes = [name for name, _ in folders]
     return _images_dataset(paths, targets, classes, [str(path) for path in paths], spec)
 
 
 def _image_list(spec: ImageListDataset) -> Dataset:
-    try:
-        lines = spec.labels_file.read_text().splitlines()
-    except OSError as error:
-        raise DatasetError(f"dataset.labels_file {spec.labels_file}: {error.strerror}") from error
-    entries = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2:
-            raise DatasetError(
-                f"{spec.labels_file}:{number}: expected '<file name> <label>', got {line!r}"
-            )
-        entries.append((number, parts[0], parts[1]))
+    entries = labels_file_entries(spec)
     classes = sorted({label for _, _, label in entries})
     return _images_dataset(
         [spec.path / name for _, name, _ in entries],
@@ -492,16 +469,11 @@ def _image_list(spec: ImageListDataset) -> Dataset:
 def _read_csv(path: Path, *columns: str):
     import pandas as pd
 
+    require_columns(path, *columns)
     try:
-        table = pd.read_csv(path)
+        return pd.read_csv(path)
     except (OSError, ValueError) as error:
         raise DatasetError(f"dataset.path {path}: cannot read CSV ({error})") from error
-    for column in columns:
-        if column not in table.columns:
-            raise DatasetError(
-                f"{path}: no column {column!r}; the columns are {list(table.columns)}"
-            )
-    return table
 
 
 def _class_ids(column) -> tuple[list[str], np.ndarray]:

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.cron import cron_problem
+
 
 class SpecError(ValueError):
     """A spec file that cannot be used, with the file and the offending key in the message."""
@@ -352,16 +354,11 @@ class RetrainingSpec(_Strict):
     @field_validator("cron")
     @classmethod
     def _cron_prefect_accepts(cls, cron: str | None) -> str | None:
-        if cron is None:
-            return cron
         # The deployment's schedule is Prefect's CronSchedule: what it refuses, the spec refuses,
-        # in its words. Imported here: Prefect takes seconds to import, and most specs need none.
-        from prefect.client.schemas.schedules import CronSchedule
-
-        try:
-            CronSchedule(cron=cron)
-        except ValidationError as error:
-            raise ValueError("; ".join(issue["msg"] for issue in error.errors())) from None
+        # in its words (checked without importing Prefect, see pipeline/cron.py).
+        problem = None if cron is None else cron_problem(cron)
+        if problem is not None:
+            raise ValueError(problem)
         return cron
 
     @field_validator("timezone")

@@ -287,3 +287,35 @@ def test_the_training_digest_ignores_the_gate_the_schedule_and_the_data_checks(t
     assert training_digest(plain) == training_digest(judged)
     path.write_text(MINIMAL.replace("{epochs: 1}", "{epochs: 2}"))
     assert training_digest(load_spec(path)) != training_digest(plain)
+
+
+CRON_EXAMPLES = [
+    "0 3 * * *",
+    "30 2 * * 1-5",
+    "*/15 * * * *",
+    "0 0 1 jan *",
+    "@daily",
+    "0 3 * *",
+    "61 3 * * *",
+    "H 3 * * *",
+    "R 3 * * *",
+    "0 3 * * 8",
+    "0 0 L * *",
+    "not cron",
+]
+
+
+@pytest.mark.parametrize("cron", CRON_EXAMPLES)
+def test_the_cron_check_says_what_prefects_cron_schedule_says(cron):
+    """pipeline/cron.py checks without importing Prefect; Prefect's CronSchedule is the judge."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    from pipeline.cron import cron_problem
+
+    try:
+        CronSchedule(cron=cron)
+    except ValidationError as error:
+        assert cron_problem(cron) == error.errors()[0]["msg"].removeprefix("Value error, ")
+    else:
+        assert cron_problem(cron) is None
