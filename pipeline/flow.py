@@ -6,6 +6,7 @@ One lifecycle: `nnserve train`, `nnserve up`, the tests and scheduled deployment
 """
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from pipeline.preprocess import Splits, split_dataset
 from pipeline.spec import Spec, SpecError, load_spec, training_digest
 from pipeline.stable import StableVersion
 from service import model_repository, registry, serving_config
+from service.console import KERAS_LOG, STEPS
 from service.model_status import ModelStatusClient
 from service.settings import get_settings
 
@@ -46,6 +48,19 @@ KERAS_MODEL_FILE = "model.keras"
 # Whole-download retries, after downloads.fetch's own quick ones: for an outage of minutes.
 LOAD_RETRIES = 2
 LOAD_RETRY_BACKOFF_SECONDS = 30
+
+
+class _Steps(logging.LoggerAdapter):
+    """A run logger (the flow run's log in Prefect) whose INFO lines are also the progress lines
+    `nnserve train` prints (service/console.py); its warnings reach the terminal by themselves."""
+
+    def info(self, msg, *args, **kwargs) -> None:
+        STEPS.info(msg, *args)
+        self.logger.info(msg, *args, **kwargs)
+
+
+def _log() -> logging.LoggerAdapter:
+    return _Steps(get_run_logger())
 
 
 @dataclass(frozen=True)
@@ -89,17 +104,17 @@ def _transient(task, task_run, state: State) -> bool:
     retry_condition_fn=_transient,
 )
 def load(spec: Spec) -> Dataset:
-    return load_dataset(spec.dataset, get_run_logger())
+    return load_dataset(spec.dataset, _log())
 
 
 @task(name="split", task_run_name="split {spec.dataset.name}", cache_policy=NO_CACHE)
 def preprocess(spec: Spec, dataset: Dataset) -> Splits:
-    return split_dataset(dataset, spec.dataset, get_run_logger())
+    return split_dataset(dataset, spec.dataset, _log())
 
 
 @task(name="train", task_run_name="train {spec.name}", cache_policy=NO_CACHE)
-def train(spec: Spec, dataset: Dataset, splits: Splits, run_dir: Path, progress: bool) -> Trained:
-    logger = get_run_logger()
+def train(spec: Spec, dataset: Dataset, splits: Splits, run_dir: Path, progress: str) -> Trained:
+    logger = _log()
     keras.utils.set_random_seed(spec.training.seed)
     plan = plan_devices(spec.training)
     logger.info("training on %s", plan.describe())
@@ -132,7 +147,7 @@ def evaluate_candidate(
     if head.is_classifier:
         predicted = training.predict(model, splits.test.features, head).argmax(axis=-1)
         reports.classification_report(splits.test.targets, predicted, dataset.labels, run_dir)
-    get_run_logger().info("candidate: %s", evaluation.describe())
+    _log().info("candidate: %s", evaluation.describe())
     return evaluation
 
 
@@ -151,7 +166,7 @@ def evaluate_stable(
     evaluation = training.evaluation_of(
         answers, splits.test.targets, head, training.loss_spec(spec.training, head)
     )
-    get_run_logger().info("stable version %d: %s", champion.version, evaluation.describe())
+    _log().info("stable version %d: %s", champion.version, evaluation.describe())
     return evaluation
 
 
@@ -167,9 +182,7 @@ def judge(
         candidate, spec.gate, champion_evaluation, champion.version if champion else None
     )
     (run_dir / DECISION_FILE).write_text(json.dumps(decision.to_json(), indent=2) + "\n")
-    get_run_logger().info(
-        "%s: %s", "accepted" if decision.accepted else "rejected", decision.reason
-    )
+    _log().info("%s: %s", "accepted" if decision.accepted else "rejected", decision.reason)
     return decision
 
 
@@ -206,7 +219,7 @@ def export_model(
 @task(name="publish", task_run_name="publish {spec.name}", cache_policy=NO_CACHE)
 def publish(spec: Spec, export_dir: Path, base_path: Path) -> int:
     version = model_repository.publish(export_dir, base_path)
-    get_run_logger().info("published %s version %d", spec.name, version)
+    _log().info("published %s version %d", spec.name, version)
     return version
 
 
@@ -230,7 +243,7 @@ def promote(
             model_server,
             settings.promotion_timeout_seconds,
         )
-    get_run_logger().info(
+    _log().info(
         "%s version %d is stable (previous: %s; served: %s)",
         spec.name,
         version,
@@ -246,7 +259,7 @@ def prune(spec: Spec, repo: Path, config_file: Path) -> tuple[int, ...]:
         repo, spec.name, spec.keep_versions, serving_config.read(config_file, missing_ok=True)
     )
     if deleted:
-        get_run_logger().info("pruned versions %s of %s", deleted, spec.name)
+        _log().info("pruned versions %s of %s", deleted, spec.name)
     return tuple(deleted)
 
 
@@ -281,7 +294,7 @@ def retrain(
     dataset_source: str | None = None,
     model_repo: str | None = None,
     runs_dir: str | None = None,
-    progress: bool = False,
+    progress: str = KERAS_LOG,
 ) -> RetrainResult:
     """Retrain the model a spec describes; publish and promote the candidate if it passes.
 
@@ -295,7 +308,7 @@ def retrain(
       loads it first), and versions beyond `retraining.keep_versions` are pruned.
     - `model_repo` and `runs_dir` default to NNSERVE_MODEL_REPO and NNSERVE_RUNS_DIR; a run of
       the same spec killed before it finished is resumed from its last checkpoint. `progress`
-      draws a bar per epoch instead of Keras's log lines.
+      draws a bar per epoch (`epochs`) or one for all (`overall`) instead of Keras's log lines.
     """
     spec = load_spec(spec_path, overrides, dataset_source=dataset_source)
     _tag_flow_run(spec.name)
@@ -304,7 +317,7 @@ def retrain(
 
 
 def _retrain(
-    spec: Spec, force: bool, model_repo: str | None, runs_dir: str | None, progress: bool
+    spec: Spec, force: bool, model_repo: str | None, runs_dir: str | None, progress: str
 ) -> State:
     settings = get_settings()
     repo = (Path(model_repo) if model_repo else settings.model_repo).absolute()

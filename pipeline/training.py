@@ -19,6 +19,7 @@ from pipeline.spec import (
     PreprocessingSpec,
     TrainingSpec,
 )
+from service.console import EACH_EPOCH, KERAS_LOG
 
 CHECKPOINT_DIR = "checkpoint"
 HISTORY_FILE = "history.csv"
@@ -138,7 +139,7 @@ def fit(
     preprocessing: PreprocessingSpec,
     head: Head,
     run_dir: Path,
-    progress: bool = False,
+    progress: str = KERAS_LOG,
 ) -> keras.callbacks.History:
     """Fit a compiled model. A checkpoint after every epoch lets a killed run resume where it
     stopped (weights, optimizer state and epoch count); a finished run removes it."""
@@ -156,27 +157,31 @@ def fit(
     ]
     if training.early_stopping is not None:
         callbacks.append(_early_stopping(training.early_stopping))
-    if progress:
-        callbacks.append(EpochProgress())
+    if progress != KERAS_LOG:
+        callbacks.append(EpochProgress(each_epoch=progress == EACH_EPOCH))
     return model.fit(
         batches(splits.train, shuffle_seed=training.seed),
         validation_data=batches(splits.validation),
         epochs=training.epochs,
         shuffle=False,  # the tf.data pipeline shuffles, with the spec's seed
         callbacks=callbacks,
-        verbose=0 if progress else 2,
+        verbose=2 if progress == KERAS_LOG else 0,
     )
 
 
 class EpochProgress(keras.callbacks.Callback):
     """A bar per epoch that fills as batches finish (in place on a terminal), ending in the
-    epoch's metrics; where output goes to a file or pipe, only the finished line is written."""
+    epoch's metrics; where output goes to a file or pipe, only the finished line is written.
+    Without `each_epoch`, the epochs share one line, and a file or pipe gets the last one."""
 
-    def __init__(self, stream: TextIO | None = None, width: int = 30):
+    def __init__(self, stream: TextIO | None = None, width: int = 30, each_epoch: bool = True):
         super().__init__()
         self.stream = stream or sys.stdout
         self.width = width
         self.live = self.stream.isatty()
+        self.each_epoch = each_epoch
+        self.last_epoch = ""  # the last finished epoch's line not yet ended by a newline
+        self.drawn = 0  # length of the line drawn in place, so that a shorter one covers it
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self.epoch = epoch
@@ -184,14 +189,31 @@ class EpochProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
         if self.live:
-            self.stream.write("\r" + self._line(batch + 1))
-            self.stream.flush()
+            self._draw(self._line(batch + 1))
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         metrics = "  ".join(f"{name} {value:.4f}" for name, value in (logs or {}).items())
-        steps = self.params.get("steps") or 0
-        self.stream.write(("\r" if self.live else "") + self._line(steps) + f"  {metrics}\n")
+        self.last_epoch = self._line(self.params.get("steps") or 0) + f"  {metrics}"
+        if self.each_epoch:
+            self._end_line()
+        elif self.live:
+            self._draw(self.last_epoch)
+
+    def on_train_end(self, logs=None) -> None:
+        if self.last_epoch:
+            self._end_line()
+
+    def _draw(self, text: str) -> None:
+        self.stream.write("\r" + text.ljust(self.drawn))
         self.stream.flush()
+        self.drawn = len(text)
+
+    def _end_line(self) -> None:
+        self.stream.write(
+            ("\r" + self.last_epoch.ljust(self.drawn) if self.live else self.last_epoch) + "\n"
+        )
+        self.stream.flush()
+        self.last_epoch, self.drawn = "", 0
 
     def _line(self, done: int) -> str:
         steps = self.params.get("steps") or max(done, 1)

@@ -1,16 +1,19 @@
-"""The `nnserve` command. Heavy imports happen inside each subcommand: the gateway never loads
-TensorFlow, and `nnserve --help` answers at once."""
+"""The `nnserve` command (DESCRIPTION says what it does for its users).
+
+Heavy imports happen inside each subcommand, after its arguments and files are checked: the
+gateway never loads TensorFlow, `nnserve --help` answers at once, and a bad spec is reported
+before TensorFlow or Prefect is imported."""
 
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from service.model_server.channel_arguments import parse_channel_arguments
+from service import console
+from service.console import EACH_EPOCH, OVERALL
 from service.model_server.limits import DEFAULT_GRPC_MAX_THREADS, FeedLimits
 from service.ports import PortInUseError
 
@@ -21,9 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # Commands without --verbose (the servers log JSON, the registry commands say little) keep
+    # every library's INFO records.
+    verbose = getattr(args, "verbose", True)
+    if console.is_quiet(verbose):
+        console.quiet_environment()  # before TensorFlow or Prefect is imported, here or below
+    console.configure(verbose)
     try:
         return args.run(args) or 0
     except (UserError, PortInUseError) as error:
@@ -35,32 +41,123 @@ class UserError(Exception):
     """A problem the user can fix, reported as one line without a traceback."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nnserve", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = """\
+nnserve: train Keras models from a YAML spec with a Prefect flow, publish them as versioned
+SavedModels, and serve them through TensorFlow Serving's API and an HTTP gateway.
 
-    up = commands.add_parser("up", help="train the demo model if needed, then serve it")
+Start with `nnserve up`: it trains the demo model if the model repository has none, then serves
+every model of the repository on 127.0.0.1. `nnserve COMMAND --help` tells more of each command."""
+
+ENVIRONMENT = {
+    "NNSERVE_MODEL_REPO": "the model repository (default ./models)",
+    "NNSERVE_RUNS_DIR": "training runs and their reports (default ./runs)",
+    "NNSERVE_MODEL_CONFIG_FILE": "the record of what is served (default "
+    "NNSERVE_MODEL_REPO/models.config)",
+    "NNSERVE_TFSERVING_ADDR": "the model server's gRPC address (default localhost:8500)",
+    "NNSERVE_DATA_DIR": "downloaded dataset files (default ~/.cache/nnserve/datasets)",
+    "NNSERVE_PROMOTION_TIMEOUT_SECONDS": "how long a promotion waits for the model server "
+    "(default 300)",
+    "NNSERVE_NOTIFICATION_BLOCK": "Prefect block announcing failed and rejected runs "
+    "(default none)",
+    "NNSERVE_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR: what is logged (default: WARNING on "
+    "the terminal of up and train, INFO for the servers' JSON logs)",
+    "PREFECT_API_URL": "a Prefect server for the flow runs (default: Prefect's temporary one)",
+    "TF_ENABLE_ONEDNN_OPTS": "TensorFlow's oneDNN kernels (the model server's default: 0)",
+}
+
+
+def _environment(*names: str) -> str:
+    """An epilog naming the environment variables a command reads."""
+    return "environment:\n" + "\n".join(f"  {name}\n      {ENVIRONMENT[name]}" for name in names)
+
+
+def _command(commands, name: str, help: str, description: str | None = None, reads=()):
+    return commands.add_parser(
+        name,
+        help=help,
+        description=description or help[0].upper() + help[1:] + ".",
+        epilog=_environment(*reads) if reads else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show every library's log (TensorFlow, Prefect, the servers' INFO records) instead "
+        "of progress lines, warnings and errors; NNSERVE_LOG_LEVEL sets the level (default: off)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnserve",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = _command(
+        commands,
+        "up",
+        "train the demo model if needed, then serve every model of the repository",
+        "Trains the spec's model if the model repository has no version of it, then runs the "
+        "model server (TensorFlow Serving's gRPC API) and the gateway (HTTP) on 127.0.0.1 until "
+        "Ctrl-C. Both serve what the model config lists; a model of the repository it lacks is "
+        "added with its newest version stable. Prints a line per step, then a banner once every "
+        "model is AVAILABLE.",
+        reads=(
+            "NNSERVE_MODEL_REPO",
+            "NNSERVE_RUNS_DIR",
+            "NNSERVE_MODEL_CONFIG_FILE",
+            "NNSERVE_LOG_LEVEL",
+            "PREFECT_API_URL",
+        ),
+    )
     up.add_argument(
         "--spec",
         type=Path,
         default=None,
-        help="spec of the model to serve (default: pipeline/specs/digits-cnn.yaml)",
+        help="spec of the model to train when missing and to show in the banner (default: "
+        "pipeline/specs/digits-cnn.yaml)",
     )
-    up.add_argument("--grpc-port", type=int, default=8500)
-    up.add_argument("--http-port", type=int, default=8000)
+    up.add_argument(
+        "--grpc-port", type=int, default=8500, help="the model server's gRPC port (default 8500)"
+    )
+    up.add_argument(
+        "--http-port", type=int, default=8000, help="the gateway's HTTP port (default 8000)"
+    )
+    _add_verbose(up)
     up.set_defaults(run=_up)
 
-    train = commands.add_parser(
+    train = _command(
+        commands,
         "train",
-        help="run the retraining flow once for a spec: train, gate, publish, promote",
-        description="Runs the retraining flow once: skips when the data and the spec are those "
-        "of the stable version (unless --force); trains; evaluates the candidate and the stable "
+        "run the retraining flow once for a spec: train, gate, publish, promote",
+        "Runs the retraining flow once: checks the spec and its dataset files (within a "
+        "second, before TensorFlow is loaded); skips when the data and the spec are those of "
+        "the stable version (unless --force); trains; evaluates the candidate and the stable "
         "version on the same test split; publishes the candidate only if the spec's gate "
         "accepts it, makes it stable through the model server at NNSERVE_TFSERVING_ADDR, and "
         "prunes versions beyond retraining.keep_versions. A rejected candidate is kept in its "
         "run folder (NNSERVE_RUNS_DIR) and the command fails, giving both numbers.",
+        reads=(
+            "NNSERVE_MODEL_REPO",
+            "NNSERVE_RUNS_DIR",
+            "NNSERVE_MODEL_CONFIG_FILE",
+            "NNSERVE_TFSERVING_ADDR",
+            "NNSERVE_DATA_DIR",
+            "NNSERVE_PROMOTION_TIMEOUT_SECONDS",
+            "NNSERVE_NOTIFICATION_BLOCK",
+            "NNSERVE_LOG_LEVEL",
+            "PREFECT_API_URL",
+        ),
     )
-    train.add_argument("spec", type=Path)
+    train.add_argument(
+        "spec", type=Path, help="the model's YAML spec, such as pipeline/specs/digits-cnn.yaml"
+    )
     train.add_argument(
         "--set",
         dest="overrides",
@@ -69,24 +166,35 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="replace a value of the spec: a dotted key and a YAML value, such as "
-        "training.epochs=3 or model.units=[8,8]; repeatable",
+        "training.epochs=3 or model.units=[8,8]; repeatable (default: none)",
     )
     train.add_argument(
         "--force",
         action="store_true",
-        help="train even when neither the data nor the spec changed since the stable version",
+        help="train even when neither the data nor the spec changed since the stable version "
+        "(default: off)",
     )
+    train.add_argument(
+        "--progress",
+        choices=(EACH_EPOCH, OVERALL),
+        default=EACH_EPOCH,
+        help=f"{EACH_EPOCH}: a bar and the metrics for each epoch; {OVERALL}: one line for the "
+        f"whole training, redrawn in place on a terminal (default {EACH_EPOCH})",
+    )
+    _add_verbose(train)
     train.set_defaults(run=_train)
 
-    schedule = commands.add_parser(
+    schedule = _command(
+        commands,
         "schedule",
-        help="serve the scheduled retraining deployments, one per spec with retraining.cron",
-        description="Serves a Prefect deployment of the `retrain` flow for every spec that has "
+        "serve the scheduled retraining deployments, one per spec with retraining.cron",
+        "Serves a Prefect deployment of the `retrain` flow for every spec that has "
         "a retraining.cron, with that schedule and the spec's retraining.parameters, and runs "
         "the flow runs that fall due, until Ctrl-C or SIGTERM. Works against PREFECT_API_URL "
         "(a server, its UI and `prefect deployment run retrain/MODEL`) or, when that is "
-        "unset, Prefect's ephemeral API. --write-prefect-yaml writes the same deployments as "
+        "unset, Prefect's temporary API. --write-prefect-yaml writes the same deployments as "
         "prefect.yaml for `prefect deploy --all` instead.",
+        reads=("PREFECT_API_URL", "NNSERVE_MODEL_REPO", "NNSERVE_RUNS_DIR", "NNSERVE_LOG_LEVEL"),
     )
     schedule.add_argument(
         "specs", nargs="*", type=Path, help="spec files (default: every one in pipeline/specs/)"
@@ -97,40 +205,61 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="?",
         const=Path("prefect.yaml"),
-        help="write the deployments to PATH (default prefect.yaml) and exit",
+        help="write the deployments to PATH (prefect.yaml when PATH is left out) and exit "
+        "(default: serve them)",
     )
+    _add_verbose(schedule)
     schedule.set_defaults(run=_schedule)
 
-    server = commands.add_parser(
+    server = _command(
+        commands,
         "model-server",
-        help="serve SavedModels over TensorFlow Serving's gRPC API",
-        description="Takes TensorFlow Serving's flag names, as --flag=value or --flag value. "
-        "Serves from a child process that it starts again if it crashes.",
+        "serve SavedModels over TensorFlow Serving's gRPC API",
+        "Takes TensorFlow Serving's flag names, as --flag=value or --flag value. "
+        "Serves from a child process that it starts again if it crashes; logs one JSON object "
+        "per line on stderr.",
+        reads=("NNSERVE_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"),
     )
     add_model_server_arguments(server)
     server.set_defaults(run=_model_server)
 
-    gateway = commands.add_parser("gateway", help="serve the HTTP API in front of the model server")
-    gateway.add_argument("--host", default="127.0.0.1")
-    gateway.add_argument("--port", type=int, default=8000)
+    gateway = _command(
+        commands,
+        "gateway",
+        "serve the HTTP API in front of the model server",
+        "Serves TensorFlow Serving's REST API, :classify_images and the demo page at / over "
+        "HTTP, calling the model server at NNSERVE_TFSERVING_ADDR. Its limits, API keys and CORS "
+        "are NNSERVE_* settings too: see the Settings table of README.md.",
+        reads=("NNSERVE_TFSERVING_ADDR", "NNSERVE_MODEL_CONFIG_FILE", "NNSERVE_LOG_LEVEL"),
+    )
+    gateway.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    gateway.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     gateway.set_defaults(run=_gateway)
 
-    models = commands.add_parser(
+    registry_reads = ("NNSERVE_MODEL_REPO", "NNSERVE_MODEL_CONFIG_FILE", "NNSERVE_TFSERVING_ADDR")
+    models = _command(
+        commands,
         "models",
-        help="list each model's versions: labels, served, metrics, data, creation, flow run",
-        description="Lists the versions in the model repository (NNSERVE_MODEL_REPO), which "
+        "list each model's versions: labels, served, metrics, data, creation, flow run",
+        "Lists the versions in the model repository (NNSERVE_MODEL_REPO), which "
         "are stable, previous and served according to the model config "
         f"({CONFIG_FILE_SETTING}), and what each version's assets.extra/nnserve.json says: "
         "metrics, dataset fingerprint, creation time, flow run id, gate decision.",
+        reads=registry_reads[:2],
     )
-    models.add_argument("model", nargs="?", help="only this model")
-    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.add_argument("model", nargs="?", help="only this model (default: every model)")
+    models.add_argument(
+        "--json", action="store_true", help="print JSON instead of a table (default: off)"
+    )
     models.set_defaults(run=_models)
 
-    promote = commands.add_parser(
+    promote = _command(
+        commands,
         "promote",
-        help="make a version the stable one, without a failed request",
-        description="Makes VERSION the stable version of MODEL in the model config "
+        "make a version the stable one, without a failed request",
+        "Makes VERSION the stable version of MODEL in the model config "
         f"({CONFIG_FILE_SETTING}), in TF Serving's steps: VERSION joins the served versions; "
         "once the model server at NNSERVE_TFSERVING_ADDR reports it AVAILABLE (waiting at most "
         "NNSERVE_PROMOTION_TIMEOUT_SECONDS), the label `stable` moves to it and `previous` to "
@@ -138,24 +267,29 @@ def _parser() -> argparse.ArgumentParser:
         "server answers at that address, the steps are written at once. Refuses a version that "
         "is not complete in the model repository (NNSERVE_MODEL_REPO), and one whose "
         "nnserve.json records a rejection by the retraining gate unless --force.",
+        reads=(*registry_reads, "NNSERVE_PROMOTION_TIMEOUT_SECONDS"),
     )
-    promote.add_argument("model")
-    promote.add_argument("version", type=_positive)
+    promote.add_argument("model", help="the model's name, as in the model repository")
+    promote.add_argument("version", type=_positive, help="the version to make stable")
     promote.add_argument(
-        "--force", action="store_true", help="promote a version the retraining gate rejected"
+        "--force",
+        action="store_true",
+        help="promote a version the retraining gate rejected (default: off)",
     )
     promote.set_defaults(run=_promote)
 
-    rollback = commands.add_parser(
+    rollback = _command(
+        commands,
         "rollback",
-        help="make the previous stable version stable again",
-        description="In the model config "
+        "make the previous stable version stable again",
+        "In the model config "
         f"({CONFIG_FILE_SETTING}), the version labelled `previous` becomes `stable` and the "
         "version that was stable stops being served, in one write. The model server at "
         "NNSERVE_TFSERVING_ADDR, if one answers there, must have the previous version "
         "AVAILABLE. A model with no previous version (one rollback already made) is refused.",
+        reads=registry_reads,
     )
-    rollback.add_argument("model")
+    rollback.add_argument("model", help="the model's name, as in the model repository")
     rollback.set_defaults(run=_rollback)
     return parser
 
@@ -169,27 +303,46 @@ def add_model_server_arguments(server: argparse.ArgumentParser) -> None:
         default="0.0.0.0",
         help="address to listen on (nnserve only; TF Serving always uses 0.0.0.0)",
     )
-    server.add_argument("--model_name", default="default", help="name of the single model")
-    server.add_argument("--model_base_path", type=Path, help="versions of the single model")
+    server.add_argument(
+        "--model_name", default="default", help="name of the single model (default: default)"
+    )
+    server.add_argument(
+        "--model_base_path",
+        type=Path,
+        help="folder of the single model's versions (default: none; or --model_config_file)",
+    )
     server.add_argument(
         "--model_config_file",
         type=Path,
-        help="ModelServerConfig text proto listing the models (instead of --model_base_path)",
+        help="ModelServerConfig text proto listing the models, instead of --model_base_path "
+        "(default: none)",
     )
     server.add_argument(
         "--model_config_file_poll_wait_seconds",
         type=float,
         default=0.0,
-        help="seconds between re-reads of the config file; 0 reads it once",
+        help="seconds between re-reads of the config file; 0 reads it once (default 0.0)",
     )
     server.add_argument(
         "--file_system_poll_wait_seconds",
         type=float,
         default=1.0,
-        help="seconds between scans for new versions; 0 scans once at start",
+        help="seconds between scans for new versions; 0 scans once at start (default 1.0)",
     )
-    server.add_argument("--enable_batching", type=_flag_value, nargs="?", const=True, default=False)
-    server.add_argument("--batching_parameters_file", type=Path)
+    server.add_argument(
+        "--enable_batching",
+        type=_flag_value,
+        nargs="?",
+        const=True,
+        default=False,
+        help="merge concurrent calls into batches (default: false)",
+    )
+    server.add_argument(
+        "--batching_parameters_file",
+        type=Path,
+        help="BatchingParameters text proto: max_batch_size, batch_timeout_micros, ... "
+        "(default: none, TF Serving's defaults)",
+    )
     for scope, meaning in (
         ("session", "both thread pools of a session"),
         ("intra_op", "the threads one op is split across"),
@@ -207,6 +360,8 @@ def add_model_server_arguments(server: argparse.ArgumentParser) -> None:
         nargs="?",
         const=True,
         default=False,
+        help="let a new version label point to a version not loaded yet, as TF Serving "
+        "(default: false)",
     )
     server.add_argument(
         "--grpc_max_threads",
@@ -219,7 +374,8 @@ def add_model_server_arguments(server: argparse.ArgumentParser) -> None:
         "--grpc_channel_arguments",
         default="",
         help="gRPC server arguments as key=value,key=value, such as "
-        "grpc.max_receive_message_length=134217728 (default limit 64 MiB; TF Serving's 2 GiB)",
+        "grpc.max_receive_message_length=134217728 (default: none; the message limit is then "
+        "64 MiB, TF Serving's 2 GiB)",
     )
     for what, default, meaning in (
         ("tensor", limits.max_tensor_elements, "elements of one input"),
@@ -236,6 +392,8 @@ def add_model_server_arguments(server: argparse.ArgumentParser) -> None:
 
 def check_model_server_arguments(args: argparse.Namespace) -> None:
     """What can be refused before any TensorFlow is loaded."""
+    from service.model_server.channel_arguments import parse_channel_arguments
+
     if (args.model_config_file is None) == (args.model_base_path is None):
         raise UserError("give either --model_base_path (one model) or --model_config_file")
     if args.batching_parameters_file and not args.enable_batching:
@@ -251,50 +409,31 @@ def _up(args: argparse.Namespace) -> int:
 
     spec = args.spec or up.DEFAULT_SPEC
     try:
-        return up.run(spec, grpc_port=args.grpc_port, http_port=args.http_port)
+        return up.run(
+            spec, grpc_port=args.grpc_port, http_port=args.http_port, verbose=args.verbose
+        )
     except up.UpError as error:
         raise UserError(str(error)) from error
 
 
 def _train(args: argparse.Namespace) -> int:
-    _allow_slow_prefect_start()
-    from pipeline.datasets import DatasetError
-    from pipeline.downloads import DownloadError
-    from pipeline.flow import retrain
-    from pipeline.gate import GateError
-    from pipeline.models import ModelError
-    from pipeline.outcome import DECISION_FILE, SKIPPED, CandidateRejected
+    from pipeline.dataset_files import DatasetError, check_files
     from pipeline.spec import SpecError, load_spec, merge
-    from pipeline.stable import StableVersionError
-    from service.model_status import ModelServerError
-    from service.serving_config import PromotionError, ServingConfigError
 
     overrides: dict = {}
     for override in args.overrides:  # a later --set of the same key wins
         overrides = merge(overrides, override)
-    try:
-        load_spec(args.spec, overrides, overrides_from="--set")
-        # progress: a bar per epoch that fills as batches finish.
-        result = retrain(
-            str(args.spec), overrides=overrides or None, force=args.force, progress=True
-        )
-    except CandidateRejected as rejected:
-        raise UserError(
-            f"{rejected.result.model_name} not published: {rejected}; the candidate, its "
-            f"reports and {DECISION_FILE} are in {rejected.result.run_dir}"
-        ) from rejected
-    except (
-        SpecError,
-        DatasetError,
-        DownloadError,
-        ModelError,
-        GateError,
-        StableVersionError,
-        ServingConfigError,
-        PromotionError,
-        ModelServerError,
-    ) as error:
+    try:  # all that can be checked before TensorFlow and Prefect are imported
+        spec = load_spec(args.spec, overrides, overrides_from="--set")
+        check_files(spec.dataset)
+    except (SpecError, DatasetError) as error:
         raise UserError(str(error)) from error
+    console.STEPS.info(
+        "%s: spec and dataset files checked; loading TensorFlow and Prefect", spec.name
+    )
+    result = _run_flow(args, spec, overrides)
+    from pipeline.outcome import SKIPPED
+
     if result.outcome == SKIPPED:
         print(f"{result.model_name}: {result.message}; nothing trained (--force trains anyway)")
         return 0
@@ -316,9 +455,56 @@ def _train(args: argparse.Namespace) -> int:
         print(f"  pruned:  versions {', '.join(map(str, result.pruned))}")
     print(f"  model:   {result.version_dir}")
     print(f"  reports: {result.run_dir}")
-    for report in sorted(path.name for path in result.run_dir.iterdir() if path.is_file()):
-        print(f"           {report}")
+    if args.verbose:
+        for report in sorted(path.name for path in result.run_dir.iterdir() if path.is_file()):
+            print(f"           {report}")
     return 0
+
+
+def _run_flow(args: argparse.Namespace, spec, overrides: dict):
+    """The retraining flow in this process, its failures that a user can fix as UserError."""
+    _allow_slow_prefect_start()
+    from pipeline import ephemeral_api
+
+    api_ready = ephemeral_api.start_early()
+    with console.native_chatter_hidden(args.verbose):
+        import tensorflow as tf
+
+        from pipeline.flow import retrain
+
+        tf.config.list_physical_devices()  # TensorFlow's probe for GPUs, and its chatter, now
+    api_ready()
+    from pipeline.datasets import DatasetError
+    from pipeline.downloads import DownloadError
+    from pipeline.gate import GateError
+    from pipeline.models import ModelError
+    from pipeline.outcome import DECISION_FILE, CandidateRejected
+    from pipeline.spec import SpecError
+    from pipeline.stable import StableVersionError
+    from service.model_status import ModelServerError
+    from service.serving_config import PromotionError, ServingConfigError
+
+    try:
+        return retrain(
+            str(args.spec), overrides=overrides or None, force=args.force, progress=args.progress
+        )
+    except CandidateRejected as rejected:
+        raise UserError(
+            f"{rejected.result.model_name} not published: {rejected}; the candidate, its "
+            f"reports and {DECISION_FILE} are in {rejected.result.run_dir}"
+        ) from rejected
+    except (
+        SpecError,
+        DatasetError,
+        DownloadError,
+        ModelError,
+        GateError,
+        StableVersionError,
+        ServingConfigError,
+        PromotionError,
+        ModelServerError,
+    ) as error:
+        raise UserError(str(error)) from error
 
 
 def _schedule(args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ from typing import IO, TextIO
 
 import orjson
 
+from service.console import is_cuda_probe_failure
+
 # absl / glog lines: a severity letter, MMDD, then the time ("E0000 00:00:17... file.cc:12] ...").
 _NATIVE_SEVERITY = re.compile(r"([IWEF])\d{4} ")
 _NATIVE_LEVELS = {"I": "INFO", "W": "WARNING", "E": "ERROR", "F": "CRITICAL"}
@@ -55,6 +57,8 @@ def native_line(text: str, created: float | None = None) -> tuple[str, str]:
     text = text.rstrip("\r\n")
     match = _NATIVE_SEVERITY.match(text)
     level = _NATIVE_LEVELS[match.group(1)] if match else "INFO"
+    if is_cuda_probe_failure(text):  # an "error" on every machine without a GPU
+        level = "INFO"
     entry = {
         "time": _timestamp(time.time() if created is None else created),
         "level": level,

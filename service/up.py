@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pipeline
+from pipeline.dataset_files import DatasetError, check_files
 from pipeline.spec import SpecError, load_spec
-from service import model_repository, serving_config
+from service import console, model_repository, serving_config
+from service.console import OVERALL
 from service.ports import ensure_free
 from service.processes import dies_with_parent
 from service.settings import get_settings
@@ -38,10 +40,11 @@ class UpError(RuntimeError):
     pass
 
 
-def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
+def run(spec_path: Path, grpc_port: int, http_port: int, verbose: bool = False) -> int:
     try:
         spec = load_spec(spec_path)
-    except SpecError as error:
+        check_files(spec.dataset)
+    except (SpecError, DatasetError) as error:
         raise UpError(str(error)) from error
     for port in (grpc_port, http_port):
         ensure_free(HOST, port)
@@ -52,7 +55,8 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
         # Promoted at the address the model server will have: nothing answers there yet, so
         # the version is made stable in the model config in one step.
         address = {"NNSERVE_TFSERVING_ADDR": f"{HOST}:{grpc_port}"}
-        if subprocess.call(_nnserve("train", str(spec_path)), env={**os.environ, **address}) != 0:
+        train = _nnserve("train", str(spec_path), "--progress", OVERALL, *_verbose(verbose))
+        if subprocess.call(train, env={**os.environ, **address}) != 0:
             raise UpError(f"training {spec.name} failed; see the output above")
     config_file = settings.serving_config_file().absolute()
     served = _serving_record(config_file, repo, spec.name)
@@ -60,6 +64,9 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    print(f"starting the model server and the gateway on {HOST}", flush=True)
+    # Their JSON logs at WARNING unless asked for more: no request log of the readiness checks.
+    logs = {} if not console.is_quiet(verbose) else {"NNSERVE_LOG_LEVEL": "WARNING"}
     model_server = _start(
         "model-server",
         "--host",
@@ -70,6 +77,7 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
         "--model_config_file_poll_wait_seconds=1",
         # As TF Serving, a server starts from a config with version labels only with this flag.
         "--allow_version_labels_for_unavailable_models=true",
+        env=logs,
     )
     gateway = _start(
         "gateway",
@@ -80,6 +88,7 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
         env={
             "NNSERVE_TFSERVING_ADDR": f"{HOST}:{grpc_port}",
             "NNSERVE_MODEL_CONFIG_FILE": str(config_file),
+            **logs,
         },
     )
     # Stopped in this order: the gateway stops taking requests before its backend goes away.
@@ -125,6 +134,10 @@ def _serving_record(config_file: Path, repo: Path, model: str) -> list[ServedMod
         for item in sorted(config.model_config_list.config, key=lambda item: item.name)
         if serving_config.STABLE in item.version_labels
     ]
+
+
+def _verbose(verbose: bool) -> tuple[str, ...]:
+    return ("--verbose",) if verbose else ()
 
 
 def _nnserve(*args: str) -> list[str]:

@@ -226,6 +226,22 @@ def test_the_progress_bar_writes_one_finished_line_per_epoch_to_a_pipe():
     assert all("[##########] 3/3" in line and "loss 0.0000" in line for line in lines)
 
 
+def test_the_overall_progress_bar_writes_only_the_last_epoch_to_a_pipe():
+    stream = io.StringIO()
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(
+        np.zeros((6, 2)),
+        np.zeros(6),
+        batch_size=2,
+        epochs=3,
+        verbose=0,
+        callbacks=[EpochProgress(stream, width=10, each_epoch=False)],
+    )
+    (line,) = stream.getvalue().splitlines()
+    assert line.startswith("epoch   3/3 [##########] 3/3") and "loss 0.0000" in line
+
+
 def test_devices_are_planned_from_what_is_present():
     wanted = TrainingSpec(epochs=1, mixed_precision=True, xla=True)
     assert plan_devices(wanted, gpus=0) == plan_devices(wanted)  # this machine: CPU only
