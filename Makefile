@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint install clean
 
 $(BIN)/python:
+	@echo "installing nnserve and its dependencies into $(VENV) (the first time: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet 'uv>=0.9,<1'
 
@@ -38,6 +39,8 @@ $(BROWSER): | $(BIN)/python
 
 install: $(STAMP)
 
+# Quiet: what `make run` shows is nnserve's own progress, not the commands that install it.
+.SILENT: $(BIN)/python $(RUN_STAMP) run
 run: $(RUN_STAMP)
 	$(BIN)/nnserve up
 

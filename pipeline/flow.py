@@ -32,6 +32,7 @@ from pipeline.outcome import (
     REJECTED,
     SKIPPED,
     CandidateRejected,
+    EpochsInPrefect,
     RetrainResult,
     publish_artifacts,
 )
@@ -52,7 +53,8 @@ LOAD_RETRY_BACKOFF_SECONDS = 30
 
 class _Steps(logging.LoggerAdapter):
     """A run logger (the flow run's log in Prefect) whose INFO lines are also the progress lines
-    `nnserve train` prints (service/console.py); its warnings reach the terminal by themselves."""
+    `nnserve train` prints (service/console.py) while the user waits for training; its warnings
+    reach the terminal by themselves. What the later steps find, the command's summary says."""
 
     def info(self, msg, *args, **kwargs) -> None:
         STEPS.info(msg, *args)
@@ -127,7 +129,14 @@ def train(spec: Spec, dataset: Dataset, splits: Splits, run_dir: Path, progress:
         loss = training.loss_spec(spec.training, head)
         training.compile_model(model, spec.optimizer, loss, head, plan.xla)
         history = training.fit(
-            model, splits, spec.training, spec.preprocessing, head, run_dir, progress
+            model,
+            splits,
+            spec.training,
+            spec.preprocessing,
+            head,
+            run_dir,
+            progress,
+            callbacks=[EpochsInPrefect(spec.name, get_run_logger())],
         )
     model.save(run_dir / KERAS_MODEL_FILE)
     reports.write_model_summary(model, run_dir / reports.SUMMARY_FILE)
@@ -147,7 +156,7 @@ def evaluate_candidate(
     if head.is_classifier:
         predicted = training.predict(model, splits.test.features, head).argmax(axis=-1)
         reports.classification_report(splits.test.targets, predicted, dataset.labels, run_dir)
-    _log().info("candidate: %s", evaluation.describe())
+    get_run_logger().info("candidate: %s", evaluation.describe())
     return evaluation
 
 
@@ -166,7 +175,7 @@ def evaluate_stable(
     evaluation = training.evaluation_of(
         answers, splits.test.targets, head, training.loss_spec(spec.training, head)
     )
-    _log().info("stable version %d: %s", champion.version, evaluation.describe())
+    get_run_logger().info("stable version %d: %s", champion.version, evaluation.describe())
     return evaluation
 
 
@@ -182,7 +191,9 @@ def judge(
         candidate, spec.gate, champion_evaluation, champion.version if champion else None
     )
     (run_dir / DECISION_FILE).write_text(json.dumps(decision.to_json(), indent=2) + "\n")
-    _log().info("%s: %s", "accepted" if decision.accepted else "rejected", decision.reason)
+    get_run_logger().info(
+        "%s: %s", "accepted" if decision.accepted else "rejected", decision.reason
+    )
     return decision
 
 
@@ -219,7 +230,7 @@ def export_model(
 @task(name="publish", task_run_name="publish {spec.name}", cache_policy=NO_CACHE)
 def publish(spec: Spec, export_dir: Path, base_path: Path) -> int:
     version = model_repository.publish(export_dir, base_path)
-    _log().info("published %s version %d", spec.name, version)
+    get_run_logger().info("published %s version %d", spec.name, version)
     return version
 
 
@@ -243,7 +254,7 @@ def promote(
             model_server,
             settings.promotion_timeout_seconds,
         )
-    _log().info(
+    get_run_logger().info(
         "%s version %d is stable (previous: %s; served: %s)",
         spec.name,
         version,
@@ -259,7 +270,7 @@ def prune(spec: Spec, repo: Path, config_file: Path) -> tuple[int, ...]:
         repo, spec.name, spec.keep_versions, serving_config.read(config_file, missing_ok=True)
     )
     if deleted:
-        _log().info("pruned versions %s of %s", deleted, spec.name)
+        get_run_logger().info("pruned versions %s of %s", deleted, spec.name)
     return tuple(deleted)
 
 

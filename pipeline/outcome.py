@@ -1,13 +1,23 @@
-"""What a retraining run did, and how it shows in Prefect: a markdown report of the run and a
-table of the metrics compared, artifacts of the flow run under keys named after the model, so
-that the Prefect UI lists each model's history."""
+"""What a retraining run did, and how it shows in Prefect: each epoch's metrics in the run's log
+and a progress artifact while it trains; then a markdown report of the run, a table of the
+metrics compared, the learning curves as a table of every epoch's metrics and a classifier's
+confusion matrix, artifacts of the flow run under keys named after the model, so that the
+Prefect UI lists each model's history."""
 
+import csv
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+import keras
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
-from pipeline import reports
+from pipeline import reports, training
 from pipeline.gate import Decision
 from pipeline.training import Evaluation
 from service.serving_config import PREVIOUS, STABLE, Promotion
@@ -47,8 +57,32 @@ class CandidateRejected(RuntimeError):
         self.result = result
 
 
+class EpochsInPrefect(keras.callbacks.Callback):
+    """Each finished epoch's metrics as a line of the run's log, and the share of epochs done
+    as a progress artifact (`<model>-training`), both in the Prefect UI while training runs."""
+
+    def __init__(self, model_name: str, log: logging.Logger | logging.LoggerAdapter) -> None:
+        super().__init__()
+        self.model_name = model_name
+        self.log = log
+
+    def on_train_begin(self, logs=None) -> None:
+        self.progress = create_progress_artifact(
+            0.0,
+            key=f"{self.model_name}-training",
+            description=f"epochs of {self.model_name} trained, in percent",
+        )
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        epochs = self.params["epochs"]
+        metrics = ", ".join(f"{name} {value:.4f}" for name, value in (logs or {}).items())
+        self.log.info("epoch %d/%d: %s", epoch + 1, epochs, metrics)
+        update_progress_artifact(self.progress, 100.0 * (epoch + 1) / epochs)
+
+
 def publish_artifacts(result: RetrainResult) -> None:
-    """The run's report and metrics table, as artifacts of the current flow run."""
+    """The run's report, metrics table, learning curves and confusion matrix, as artifacts of
+    the current flow run (the last two when the run trained, and wrote them)."""
     create_markdown_artifact(
         report(result),
         key=f"{result.model_name}-report",
@@ -59,6 +93,45 @@ def publish_artifacts(result: RetrainResult) -> None:
         key=f"{result.model_name}-metrics",
         description=f"test metrics of {result.model_name}: candidate and stable version",
     )
+    if result.run_dir is None:
+        return
+    history = result.run_dir / training.HISTORY_FILE
+    if history.is_file():
+        create_table_artifact(
+            _read_csv(history),
+            key=f"{result.model_name}-learning-curves",
+            description=f"learning curves of {result.model_name}: each epoch's training and "
+            "validation metrics",
+        )
+    confusion = result.run_dir / reports.CONFUSION_TABLE_FILE
+    if confusion.is_file():
+        create_markdown_artifact(
+            confusion_markdown(result.model_name, confusion),
+            key=f"{result.model_name}-confusion-matrix",
+            description=f"confusion matrix of {result.model_name} on the test split",
+        )
+
+
+def confusion_markdown(model_name: str, table_file: Path) -> str:
+    """The confusion matrix CSV as a markdown table: a row per true class, a column per
+    predicted one, the correct answers on the diagonal in bold."""
+    with table_file.open(newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    lines = [
+        f"# {model_name}: confusion matrix (test split)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "| --- |" + " ---: |" * (len(header) - 1),
+    ]
+    for index, (label, *counts) in enumerate(rows):
+        cells = [f"**{n}**" if column == index else n for column, n in enumerate(counts)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def metrics_table(result: RetrainResult) -> list[dict]:

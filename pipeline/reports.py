@@ -15,6 +15,7 @@ from matplotlib import pyplot as plt
 SUMMARY_FILE = "model_summary.txt"
 CURVES_FILE = "curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
+CONFUSION_TABLE_FILE = "confusion_matrix.csv"  # rows: true class, columns: predicted class
 PER_CLASS_FILE = "per_class.csv"
 WEIGHTS_FILE = "weights.txt"
 
@@ -111,7 +112,8 @@ def plot_curves(history_csv: Path, path: Path) -> None:
 def classification_report(
     targets: np.ndarray, predicted: np.ndarray, labels: list[str], run_dir: Path
 ) -> np.ndarray:
-    """Confusion matrix (PNG) and per-class precision and recall (CSV); returns the matrix."""
+    """Confusion matrix (PNG and CSV) and per-class precision and recall (CSV); returns the
+    matrix."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     classes = list(range(len(labels)))
@@ -124,6 +126,10 @@ def classification_report(
         writer.writerow(["class", "precision", "recall", "support"])
         for label, p, r, s in zip(labels, precision, recall, support, strict=True):
             writer.writerow([label, f"{p:.4f}", f"{r:.4f}", int(s)])
+    with open(run_dir / CONFUSION_TABLE_FILE, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["true \\ predicted", *labels])
+        writer.writerows([label, *map(int, row)] for label, row in zip(labels, matrix, strict=True))
 
     size = max(4.0, 0.5 * len(labels) + 2)
     figure, axis = plt.subplots(figsize=(size, size))

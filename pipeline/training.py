@@ -2,6 +2,7 @@
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -140,9 +141,11 @@ def fit(
     head: Head,
     run_dir: Path,
     progress: str = KERAS_LOG,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> keras.callbacks.History:
     """Fit a compiled model. A checkpoint after every epoch lets a killed run resume where it
-    stopped (weights, optimizer state and epoch count); a finished run removes it."""
+    stopped (weights, optimizer state and epoch count); a finished run removes it. `callbacks`
+    are the caller's, added to those."""
 
     def batches(split: Split, shuffle_seed: int | None = None):
         return to_tf_dataset(
@@ -150,6 +153,7 @@ def fit(
         )
 
     callbacks = [
+        *callbacks,
         keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINT_DIR), double_checkpoint=True),
         # append: a resumed run adds its epochs to those the killed one already logged.
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),

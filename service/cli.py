@@ -443,7 +443,7 @@ def _train(args: argparse.Namespace) -> int:
     promotion = result.promotion
     previous = f", previous: {promotion.previous}" if promotion.previous else ""
     print(
-        f"\ntrained {result.model_name} version {result.version} in "
+        f"trained {result.model_name} version {result.version} in "
         f"{result.epochs_trained} epochs{resumed}: {result.evaluation.describe()}"
     )
     print(f"  gate:    accepted, {result.message}")

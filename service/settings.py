@@ -117,7 +117,10 @@ class Settings(BaseSettings):
         description="Threads that parse large bodies, encode large answers and decode images",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Level of the gateway's and the model server's JSON logs"
+        "INFO",
+        description="Level of the gateway's and the model server's JSON logs (`nnserve up` "
+        "starts both at WARNING unless this is set), and of the library logs `up`, `train` and "
+        "`schedule` show on the terminal (unset: WARNING, or INFO with --verbose)",
     )
 
     def serving_config_file(self) -> Path:

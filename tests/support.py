@@ -20,6 +20,8 @@ from service.processes import child_pids, dies_with_parent
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "tfserving-testdata"
 DIGITS_SPEC = REPO_ROOT / "pipeline" / "specs" / "digits-cnn.yaml"
+# What tests/conftest.py sets for the whole session to quiet TensorFlow and Prefect.
+TEST_QUIETING = ("TF_CPP_MIN_LOG_LEVEL", "PREFECT_SERVER_ANALYTICS_ENABLED")
 
 
 def free_port() -> int:
@@ -84,21 +86,53 @@ def artifacts_of(flow_run_id) -> dict:
     return {artifact.key: artifact for artifact in artifacts}
 
 
-def nnserve(*args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
-    """Start `nnserve ARGS` as a real subprocess, as a user would. It is killed if the test
-    process dies first, even by a crash that runs no fixture's teardown."""
+def latest_artifact(key: str):
+    """The newest artifact under `key`, as Prefect's own client reads it."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    return artifact
+
+
+def flow_run_log(flow_run_id) -> list[str]:
+    """The messages of a flow run's log, as Prefect's UI shows them."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return [log.message for log in logs]
+
+
+def nnserve(*args: str, env: dict[str, str | None] | None = None, **popen) -> subprocess.Popen:
+    """Start `nnserve ARGS` as a real subprocess, as a user would (`env` adds to this process's
+    environment; a None value leaves a variable out). It is killed if the test process dies
+    first, even by a crash that runs no fixture's teardown."""
+    environment = {**os.environ, **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "service.cli", *args],
         cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})},
+        env={name: value for name, value in environment.items() if value is not None},
         preexec_fn=dies_with_parent(signal.SIGKILL),
         **popen,
     )
 
 
-def start_up(spec: Path, repo: Path, runs_dir: Path) -> tuple[subprocess.Popen, int, int]:
+def start_up(
+    spec: Path, repo: Path, runs_dir: Path, as_users_run_it: bool = False
+) -> tuple[subprocess.Popen, int, int]:
     """`nnserve up --spec SPEC` on free ports, serving `repo`, its stdout a text pipe; returns
-    the process and its gRPC and HTTP ports."""
+    the process and its gRPC and HTTP ports. `as_users_run_it`: stderr goes into the same pipe,
+    and the quieting settings the tests themselves set are left out."""
     grpc_port, http_port = free_port(), free_port()
     process = nnserve(
         "up",
@@ -109,8 +143,13 @@ def start_up(spec: Path, repo: Path, runs_dir: Path) -> tuple[subprocess.Popen, 
         "--http-port",
         str(http_port),
         stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if as_users_run_it else None,
         text=True,
-        env={"NNSERVE_MODEL_REPO": str(repo), "NNSERVE_RUNS_DIR": str(runs_dir)},
+        env={
+            "NNSERVE_MODEL_REPO": str(repo),
+            "NNSERVE_RUNS_DIR": str(runs_dir),
+            **(dict.fromkeys(TEST_QUIETING) if as_users_run_it else {}),
+        },
     )
     return process, grpc_port, http_port
 

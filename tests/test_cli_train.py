@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from support import free_port
+from support import flow_run_log, free_port, latest_artifact, wait_until
 
 from service import model_repository, serving_config
 from service.cli import main
@@ -62,6 +62,35 @@ def test_set_overrides_reach_the_trained_model(prefect_api, places, spec_path, c
     assert (spec["model"]["conv_filters"], spec["model"]["dense_units"]) == ([2, 3], 4)
     assert spec["optimizer"]["learning_rate"] == 0.01
     assert spec["dataset"]["max_examples"] == 200  # what no --set touched stays as in the file
+
+
+def test_a_training_run_shows_its_epochs_curves_and_confusion_matrix_in_prefect(
+    prefect_api, places, spec_path
+):
+    assert main(["train", str(spec_path), "--set", "training.epochs=2"]) == 0
+    metadata = places / "models" / "tiny-digits" / "1" / "assets.extra" / "nnserve.json"
+    flow_run_id = json.loads(metadata.read_text())["flow_run_id"]
+
+    curves = latest_artifact("tiny-digits-learning-curves")
+    assert str(curves.flow_run_id) == flow_run_id
+    rows = json.loads(curves.data)
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert {"accuracy", "loss", "val_accuracy", "val_loss"} <= set(rows[0])
+    progress = latest_artifact("tiny-digits-training")
+    assert (progress.type, progress.data) == ("progress", 100.0)
+    matrix = latest_artifact("tiny-digits-confusion-matrix").data
+    assert "| true \\ predicted | 0 | 1 | 2 |" in matrix
+    counts = [
+        int(cell.strip("* "))
+        for line in matrix.splitlines()[4:]
+        for cell in line.strip("|").split("|")[1:]
+    ]
+    assert sum(counts) == 40  # the test split: a fifth of the 200 examples
+    wait_until(
+        lambda: any(line.startswith("epoch 2/2: accuracy ") for line in flow_run_log(flow_run_id)),
+        30,
+        "the second epoch's metrics in the flow run's log",
+    )
 
 
 MALFORMED = "expected KEY=VALUE with a dotted KEY, such as training.epochs=3; got {!r}"

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+from tensorflow.python.util import deprecation
 
 from service import shapes
 from service.model_server import feeds
@@ -38,7 +39,9 @@ class SavedModelServable:
         self.session_config = session_config or config_pb2.ConfigProto()
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph, config=self.session_config)
-        with self._graph.as_default():
+        # TF Serving's loader is TF1's (a MetaGraph into a session), on purpose: TensorFlow's
+        # notice that it is deprecated is no news to whoever reads the server's log.
+        with self._graph.as_default(), deprecation.silence():
             meta_graph = tf.compat.v1.saved_model.loader.load(
                 self._session, [tf.saved_model.SERVING], str(version_dir)
             )

@@ -124,3 +124,13 @@ def test_demo_page_in_headless_chromium(gateway, held_out_digits, tmp_path):
             lambda b: b.find_element(By.ID, "answer").get_attribute("data-label") == str(labels[1])
         )
         assert f"It is a {labels[1]}" in browser.find_element(By.ID, "answer").text
+
+
+def test_the_demo_page_is_one_self_contained_file():
+    """Styled inline, scripted inline: it works where the gateway cannot reach the internet."""
+    from importlib import resources
+
+    page = resources.files("service.gateway").joinpath("static/demo.html").read_text()
+    assert "<style>" in page and "<script>" in page
+    for external in ("<link", " src=", "@import", "url(", "http://", "https://"):
+        assert external not in page
