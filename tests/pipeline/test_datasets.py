@@ -209,7 +209,7 @@ def test_shuffling_is_seeded():
     assert orders[0].tolist() != list(range(50))
 
 
-def test_the_progress_bar_writes_one_finished_line_per_epoch_to_a_pipe():
+def _progress_to_a_pipe(epochs: int, each_epoch: bool) -> list[str]:
     stream = io.StringIO()
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
@@ -217,28 +217,21 @@ def test_the_progress_bar_writes_one_finished_line_per_epoch_to_a_pipe():
         np.zeros((6, 2)),
         np.zeros(6),
         batch_size=2,
-        epochs=2,
+        epochs=epochs,
         verbose=0,
-        callbacks=[EpochProgress(stream, width=10)],
+        callbacks=[EpochProgress(stream, width=10, each_epoch=each_epoch)],
     )
-    lines = stream.getvalue().splitlines()
+    return stream.getvalue().splitlines()
+
+
+def test_the_progress_bar_writes_one_finished_line_per_epoch_to_a_pipe():
+    lines = _progress_to_a_pipe(epochs=2, each_epoch=True)
     assert [line.split(" [")[0] for line in lines] == ["epoch   1/2", "epoch   2/2"]
     assert all("[##########] 3/3" in line and "loss 0.0000" in line for line in lines)
 
 
 def test_the_overall_progress_bar_writes_only_the_last_epoch_to_a_pipe():
-    stream = io.StringIO()
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile("sgd", "mse")
-    model.fit(
-        np.zeros((6, 2)),
-        np.zeros(6),
-        batch_size=2,
-        epochs=3,
-        verbose=0,
-        callbacks=[EpochProgress(stream, width=10, each_epoch=False)],
-    )
-    (line,) = stream.getvalue().splitlines()
+    (line,) = _progress_to_a_pipe(epochs=3, each_epoch=False)
     assert line.startswith("epoch   3/3 [##########] 3/3") and "loss 0.0000" in line
 
 
