@@ -2,12 +2,13 @@
 a mistake is one line, exit code 2, and none of the heavy imports (whose cost made a typo wait
 half a minute) has happened, as Python's own import log (-X importtime) shows."""
 
+import os
 import re
 import subprocess
 import sys
 
 import pytest
-from support import REPO_ROOT
+from support import REPO_ROOT, TEST_QUIETING
 
 HEAVY = ("tensorflow", "keras", "prefect")
 # A line of -X importtime's log: self and cumulative microseconds, then the indented module name.
@@ -89,3 +90,41 @@ def test_the_import_log_shows_a_heavy_import():
         timeout=300,
     )
     assert "prefect" in re.findall(_TOP_LEVEL_IMPORT, process.stderr, re.M)
+
+
+def test_a_dataset_that_fails_to_load_is_one_line_without_prefects_traceback(tmp_path):
+    """An image that cannot be read is found only when the flow loads the data: Prefect logs
+    the failed task and flow run with their tracebacks, TensorFlow its notices; the user sees
+    the progress line and the error, nothing else."""
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+    (tmp_path / "images" / "a" / "x.png").write_bytes(b"not an image")
+    (tmp_path / "images" / "b" / "y.png").write_bytes(b"not an image either")
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(
+        VALID.replace(
+            "{DATASET}",
+            f"{{name: image-folder, path: {tmp_path / 'images'}, image_size: [8, 8], channels: 1}}",
+        )
+    )
+    environment = {
+        **os.environ,
+        "NNSERVE_MODEL_REPO": str(tmp_path / "models"),
+        "NNSERVE_RUNS_DIR": str(tmp_path / "runs"),
+    }
+    for quieting in TEST_QUIETING:  # what a user's shell does not set
+        environment.pop(quieting, None)
+    process = subprocess.run(
+        [sys.executable, "-m", "service.cli", "train", str(spec_path)],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert process.returncode == 2, process.stderr
+    assert (
+        process.stdout == "tiny: spec and dataset files checked; loading TensorFlow and Prefect\n"
+    )
+    (error,) = process.stderr.splitlines()
+    assert error.startswith("nnserve train: error: ") and "not a readable image" in error
