@@ -29,5 +29,5 @@ def start_early() -> Callable[[], None]:
 def _start(server) -> None:
     try:
         server.start()
-    except Exception:
+    except Exception:  # the flow run starts it again, and reports why it cannot
         return
