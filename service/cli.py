@@ -67,8 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     server = commands.add_parser(
         "model-server",
         help="serve SavedModels over TensorFlow Serving's gRPC API",
-        description="Takes TensorFlow Serving's flag names, as --flag=value or --flag value. "
+        description="Takes TensorFlow Serving's flag names, as --flag=value or --flag value, "
+        "and refuses any other flag, as TF Serving does. "
         "Serves from a child process that it starts again if it crashes.",
+        allow_abbrev=False,
     )
     add_model_server_arguments(server)
     server.set_defaults(run=_model_server)
@@ -170,6 +172,14 @@ def add_model_server_arguments(server: argparse.ArgumentParser) -> None:
         nargs="?",
         const=True,
         default=False,
+    )
+    server.add_argument(
+        "--enable_grpc_healthcheck_service",
+        type=_flag_value,
+        nargs="?",
+        const=True,
+        default=False,
+        help="also answer grpc.health.v1.Health/Check (default false, as TF Serving)",
     )
     server.add_argument(
         "--grpc_max_threads",
