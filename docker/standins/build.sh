@@ -125,4 +125,6 @@ build_project
 log "$TFSERVING_IMAGE: $STANDINS/tfserving.Dockerfile on nnserve-trainer:0.1.0"
 nice -n 10 "$DOCKER" build --quiet --file "$STANDINS/tfserving.Dockerfile" \
     --build-arg TRAINER_IMAGE=nnserve-trainer:0.1.0 --tag "$TFSERVING_IMAGE" . >/dev/null
+# Each rebuild of the trainer leaves the previous one untagged (gigabytes): drop those.
+"$DOCKER" image prune --force >/dev/null
 log "done"

@@ -7,6 +7,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OVERRIDE = "docker/standins/compose.override.yaml"
@@ -26,7 +27,7 @@ class Compose:
     env: dict[str, str]
 
     def run(
-        self, *args: str, timeout: float = 120, check: bool = True, input: str | None = None
+        self, *args: str, timeout: float = 120, check: bool = True
     ) -> subprocess.CompletedProcess:
         try:
             result = subprocess.run(
@@ -36,7 +37,8 @@ class Compose:
                 capture_output=True,
                 text=True,
                 timeout=timeout,
-                input=input,
+                # No terminal, as in CI: `run` and `exec` allocate none and read nothing.
+                stdin=subprocess.DEVNULL,
                 check=False,
             )
         except subprocess.TimeoutExpired as error:
@@ -51,15 +53,16 @@ class Compose:
             )
         return result
 
-    def start(self, *args: str) -> subprocess.Popen:
-        """`docker compose ARGS` in the background, its output kept for a failure message."""
+    def start(self, *args: str, output: IO[str]) -> subprocess.Popen:
+        """`docker compose ARGS` in the background, writing to `output` (a file: a pipe nobody
+        reads while the command runs could fill up and stop it)."""
         return subprocess.Popen(
             [DOCKER, "compose", *args],
             cwd=REPO_ROOT,
             env=self.env,
-            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
             stderr=subprocess.STDOUT,
-            text=True,
         )
 
     def config(self) -> dict:

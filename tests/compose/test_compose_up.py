@@ -6,8 +6,11 @@ how each container runs. The tests share one project and run in file order (`pyt
 import io
 import json
 import socket
+import subprocess
+import tempfile
 import time
 from datetime import datetime
+from typing import IO
 
 import httpx
 import numpy as np
@@ -29,6 +32,7 @@ SECOND_SPEC, SECOND_MODEL = "pipeline/specs/iris-mlp.yaml", "iris-mlp"
 # Bounds, not expectations: a cold start trains the demo model on two busy cores.
 UP_TIMEOUT = 900
 SERVED_TIMEOUT = 180
+READY_TIMEOUT = 30
 TRAIN_TIMEOUT = 600
 TIMINGS: dict[str, float] = {}
 
@@ -38,8 +42,10 @@ def long_running(config: dict) -> list[str]:
 
 
 def health(container: dict) -> str:
+    """`healthy`, `unhealthy` or `starting` for a running container with a healthcheck, else
+    Docker's status (`running`, `exited`, ...)."""
     state = container["State"]
-    if "Health" in state:
+    if state["Status"] == "running" and "Health" in state:
         return state["Health"]["Status"]
     return state["Status"]
 
@@ -81,37 +87,48 @@ class Watch:
 def up_until_healthy(compose: Compose, watch: Watch, services: list[str]) -> None:
     """`docker compose up --detach`, watching the containers all along (so that each first
     healthcheck is seen), until every one of `services` is healthy."""
-    up = compose.start("up", "--detach")
+    with tempfile.TemporaryFile("w+") as output:
+        up = compose.start("up", "--detach", output=output)
+        try:
+            watch_until_healthy(compose, watch, services, up, output)
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait(10)
+
+
+def watch_until_healthy(
+    compose: Compose, watch: Watch, services: list[str], up: subprocess.Popen, output: IO[str]
+) -> None:
     deadline = time.monotonic() + UP_TIMEOUT
-    try:
-        while True:
-            containers = watch.poll()
-            for service in services:
-                if service in containers and containers[service]["State"]["Status"] == "exited":
-                    state = containers[service]["State"]
-                    raise ComposeError(
-                        f"{service} exited ({state['ExitCode']})\n{compose.logs(service)}"
-                    )
-            states = {s: health(containers[s]) if s in containers else "absent" for s in services}
-            if up.poll() is not None:
-                if up.returncode != 0:
-                    raise ComposeError(
-                        f"docker compose up exited {up.returncode}:\n{up.stdout.read()[-4000:]}"
-                        f"\nstates: {states}\n{compose.logs()}"
-                    )
-                if all(state == "healthy" for state in states.values()):
-                    return
-            if time.monotonic() > deadline:
-                late = [s for s, state in states.items() if state != "healthy"]
+    while True:
+        containers = watch.poll()
+        states = {s: health(containers[s]) if s in containers else "absent" for s in services}
+        # Neither is waited out: Docker declares a container unhealthy only after its retries,
+        # and restarts no unhealthy container.
+        for service, state in states.items():
+            if state in ("exited", "unhealthy"):
+                code = containers[service]["State"]["ExitCode"]
                 raise ComposeError(
-                    f"not every service healthy within {UP_TIMEOUT} s of `up`: {states}\n"
-                    f"{compose.logs(*late, ONE_SHOT)}"
+                    f"{service} is {state} (exit code {code}); states: {states}\n"
+                    f"{compose.logs(service)}"
                 )
-            time.sleep(1)
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait(10)
+        if up.poll() is not None:
+            if up.returncode != 0:
+                output.seek(0)
+                raise ComposeError(
+                    f"docker compose up exited {up.returncode}:\n{output.read()[-4000:]}"
+                    f"\nstates: {states}\n{compose.logs()}"
+                )
+            if all(state == "healthy" for state in states.values()):
+                return
+        if time.monotonic() > deadline:
+            late = [s for s, state in states.items() if state != "healthy"]
+            raise ComposeError(
+                f"not every service healthy within {UP_TIMEOUT} s of `up`: {states}\n"
+                f"{compose.logs(*late, ONE_SHOT)}"
+            )
+        time.sleep(1)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -205,8 +222,17 @@ def test_train_demo_trained_through_the_prefect_server(compose):
 
 
 def test_gateway_is_ready_on_the_published_port(compose):
-    response = httpx.get(f"{GATEWAY}/readyz", timeout=10)
-    assert response.status_code == 200, f"{response.text}\n{compose.logs('gateway')}"
+    # Healthy (alive) is not ready: readiness also needs every listed model AVAILABLE.
+    answers = []
+
+    def ready():
+        answers.append(httpx.get(f"{GATEWAY}/readyz", timeout=10))
+        return answers[-1].status_code == 200
+
+    try:
+        wait_for("gateway /readyz 200", ready, READY_TIMEOUT)
+    except ComposeError as error:
+        raise ComposeError(f"{error}: {answers[-1].text}\n{compose.logs('gateway')}") from None
 
 
 def test_the_example_request_predicts(compose):
