@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compose.helpers import DOCKER, OVERRIDE, Compose
+from compose.helpers import DOCKER, OVERRIDE, TIMINGS, Compose
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +23,8 @@ def compose() -> Iterator[Compose]:
     yield project
     if os.environ.get("NNSERVE_COMPOSE_KEEP") != "1":
         project.run("down", "--volumes", "--remove-orphans", timeout=180, check=False)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for what, seconds in TIMINGS.items():
+        terminalreporter.write_line(f"compose timing: {what}: {seconds:.0f} s")

@@ -14,6 +14,8 @@ OVERRIDE = "docker/standins/compose.override.yaml"
 # Debian's CLI: the plugin directory it reads is where scripts/docker-engine.sh puts Compose v2.
 DOCKER = "/usr/bin/docker"
 LOG_LINES = 150
+# Times measured on the way (up, training, down), printed after the tests for docs/benchmarks.md.
+TIMINGS: dict[str, float] = {}
 
 
 class ComposeError(AssertionError):

@@ -15,7 +15,7 @@ from typing import IO
 import httpx
 import numpy as np
 import pytest
-from compose.helpers import Compose, ComposeError, docker, wait_for
+from compose.helpers import TIMINGS, Compose, ComposeError, docker, wait_for
 from PIL import Image
 from support import DIGITS_SPEC
 
@@ -34,7 +34,6 @@ UP_TIMEOUT = 900
 SERVED_TIMEOUT = 180
 READY_TIMEOUT = 30
 TRAIN_TIMEOUT = 600
-TIMINGS: dict[str, float] = {}
 
 
 def long_running(config: dict) -> list[str]:
@@ -129,15 +128,6 @@ def watch_until_healthy(
                 f"{compose.logs(*late, ONE_SHOT)}"
             )
         time.sleep(1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_timings(pytestconfig: pytest.Config):
-    """The times measured on the way, printed after the module (docs/benchmarks.md has them)."""
-    yield
-    terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    for what, seconds in TIMINGS.items():
-        terminal.write_line(f"compose timing: {what}: {seconds:.0f} s")
 
 
 @pytest.fixture(scope="module")
