@@ -41,7 +41,7 @@ if ! "$DOCKER" compose version 2>/dev/null | grep -q "v$COMPOSE_VERSION"; then
 fi
 
 if ! "$DOCKER" info >/dev/null 2>&1; then
-    $as_root || cannot "dockerd is not running and only root can start it"
+    $as_root || cannot "no engine answers docker info for this user, and only root can start dockerd"
     say "starting dockerd (log: $DOCKERD_LOG)"
     # Detached from this shell: the engine outlives the test run, like a service would.
     setsid dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
