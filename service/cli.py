@@ -48,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--grpc-port", type=int, default=8500)
     up.add_argument("--http-port", type=int, default=8000)
+    up.add_argument(
+        "--engine",
+        choices=("auto", "embedded", "docker"),
+        default="auto",
+        help="where the model server runs: `docker` runs NNSERVE_TFSERVING_IMAGE "
+        "(tensorflow/serving) on a Docker engine, `embedded` runs nnserve model-server; "
+        "`auto` (default) takes Docker where an engine answers and has the image",
+    )
     up.set_defaults(run=_up)
 
     train = commands.add_parser("train", help="run the training flow once for a spec")
@@ -224,7 +232,7 @@ def _up(args: argparse.Namespace) -> int:
 
     spec = args.spec or up.DEFAULT_SPEC
     try:
-        return up.run(spec, grpc_port=args.grpc_port, http_port=args.http_port)
+        return up.run(spec, grpc_port=args.grpc_port, http_port=args.http_port, engine=args.engine)
     except up.UpError as error:
         raise UserError(str(error)) from error
 
