@@ -71,13 +71,18 @@ def throughput(epochs: int) -> None:
 def accuracy(names: list[str]) -> None:
     from prefect.testing.utilities import prefect_test_harness
 
-    from pipeline.flow import train_model
+    from bench.processes import no_model_server
+    from pipeline.flow import retrain
 
-    with tempfile.TemporaryDirectory() as root, prefect_test_harness(server_startup_timeout=120):
+    with (
+        tempfile.TemporaryDirectory() as root,
+        prefect_test_harness(server_startup_timeout=120),
+        no_model_server(),
+    ):
         results = []
         for name in names:
             started = time.perf_counter()
-            result = train_model(
+            result = retrain(
                 str(SPECS / f"{name}.yaml"), model_repo=f"{root}/models", runs_dir=f"{root}/runs"
             )
             results.append((name, result, time.perf_counter() - started))

@@ -44,7 +44,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.processes import free_port
+from bench.processes import free_port, no_model_server
 from pipeline.datasets import load_dataset
 from pipeline.preprocess import split_dataset
 from pipeline.spec import load_spec
@@ -75,13 +75,22 @@ def train(work_dir: Path) -> dict[str, Path]:
     if missing:
         from prefect.testing.utilities import prefect_test_harness
 
-        from pipeline.flow import train_model
+        from pipeline.flow import retrain
 
         # Keras's epoch lines go to stderr: stdout is the results.
-        with prefect_test_harness(server_startup_timeout=120), redirect_stdout(sys.stderr):
+        with (
+            prefect_test_harness(server_startup_timeout=120),
+            redirect_stdout(sys.stderr),
+            no_model_server(),
+        ):
             for name in missing:
                 spec_path, overrides = MODELS[name]
-                train_model(str(spec_path), str(repo), str(work_dir / "runs"), overrides)
+                retrain(
+                    str(spec_path),
+                    overrides=overrides,
+                    model_repo=str(repo),
+                    runs_dir=str(work_dir / "runs"),
+                )
     return {name: repo / name / "1" for name in MODELS}
 
 

@@ -29,6 +29,8 @@ COPY --from=build /opt/nnserve /opt/nnserve
 WORKDIR /opt/nnserve/app
 # The specs sit where the README's commands expect them: `nnserve train pipeline/specs/NAME.yaml`.
 COPY pipeline/specs ./pipeline/specs
+# The scheduled retraining deployments, for `prefect deploy --all` from here (register-schedules).
+COPY prefect.yaml ./prefect.yaml
 COPY docker/tfserving_config.py ./tfserving_config.py
 # Every path the processes write to is under /models, /runs, /datasets (downloaded dataset files)
 # or /tmp, so the root filesystem can be mounted read-only.

@@ -1,8 +1,10 @@
-"""Datasets as numpy arrays in raw units, with the description of the input a model serves."""
+"""Datasets as numpy arrays in raw units, with the description of the input a model serves
+(service/version_contract.py's InputSpec)."""
 
 import gzip
 import hashlib
 import io
+import logging
 import pickle
 import tarfile
 import zipfile
@@ -11,75 +13,31 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
-from pipeline import downloads
+from pipeline import data_checks, downloads
+from pipeline.data_checks import ImageFile
 from pipeline.spec import (
     CsvSeriesDataset,
     CsvTableDataset,
     CsvTextDataset,
+    DatasetChecks,
     DatasetSpec,
     DownloadedDataset,
     ImageFolderDataset,
     ImageListDataset,
     PackagedDataset,
 )
+from service.version_contract import PIXEL_MAX, UNREADABLE_IMAGE, InputSpec, image_to_input
 
 Task = Literal["classification", "regression"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
+log = logging.getLogger(__name__)
+
 
 class DatasetError(ValueError):
     """A dataset that cannot be read, with what was wrong and what was expected."""
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a client sends: the signature input's name, per-example shape, dtype and value range.
-
-    The value range tells clients what raw values look like: for images the pixel format's,
-    which the model scales by; otherwise the whole dataset's, which the model does not use (it
-    learns any scaling from the training split alone, so held-out values stay unseen).
-    Token sequences and texts also carry their vocabulary size and sequence length: the model
-    maps ids or tokenizes inside its graph. Texts have no value range.
-    """
-
-    name: Literal["image", "sequence", "features", "text"]
-    shape: tuple[int, ...]
-    dtype: str
-    value_range: tuple[float, float] | None = None
-    vocabulary_size: int | None = None
-    sequence_length: int | None = None
-
-    @property
-    def is_text(self) -> bool:
-        """One raw string per example, tokenized by the model."""
-        return self.name == "text"
-
-    @property
-    def is_token_ids(self) -> bool:
-        """Word ids, sent by the client as the dataset holds them."""
-        return self.vocabulary_size is not None and not self.is_text
-
-    @property
-    def is_tokenized(self) -> bool:
-        """The model's layers work on word ids: sent as such, or made from text by the model."""
-        return self.vocabulary_size is not None
-
-    def to_json(self) -> dict:
-        description = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-        if self.value_range is not None:
-            description["value_range"] = list(self.value_range)
-        if self.name == "image":
-            height, width, channels = self.shape
-            description["image_size"] = [height, width]
-            description["channels"] = channels
-        if self.is_tokenized:
-            description["sequence_length"] = self.sequence_length
-            description["vocabulary_size"] = self.vocabulary_size
-        if self.is_token_ids:
-            # Reviews of any length are accepted; the model pads or cuts them to the length.
-            description["shape"] = [None]
-        return description
 
 
 @dataclass(frozen=True)
@@ -91,6 +49,10 @@ class Dataset:
     task: Task = "classification"
     # Time series keep their order: validation and test are the latest windows.
     ordered: bool = False
+    # Where each example came from, for messages ("labels.txt:12: a.png"); () when unnamed.
+    sources: tuple[str, ...] = ()
+    # Each image file as read, before it was resized and converted; () for other datasets.
+    image_files: tuple[ImageFile, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -109,7 +71,37 @@ class Dataset:
         return digest.hexdigest()
 
 
-def load_dataset(spec: DatasetSpec) -> Dataset:
+def load_dataset(spec: DatasetSpec, logger: data_checks.Log = log) -> Dataset:
+    """The dataset, checked (pipeline/data_checks.py) and summarized in `logger`'s log.
+
+    Raises DatasetError when it cannot be read, or when a check the spec makes an error finds
+    something.
+    """
+    dataset = _read(spec)
+    logger.info(
+        data_checks.summary(
+            spec.name, dataset.targets, dataset.labels, dataset.input_spec, dataset.image_files
+        )
+    )
+    findings = data_checks.check_examples(
+        dataset.targets, dataset.labels, dataset.sources, dataset.image_files, spec.checks
+    )
+    enforce_checks(findings, spec.checks, logger)
+    return dataset
+
+
+def enforce_checks(
+    findings: list[data_checks.Finding],
+    checks: DatasetChecks,
+    logger: data_checks.Log,
+) -> None:
+    """Log the findings the spec makes warnings; raise DatasetError for those it makes errors."""
+    problem = data_checks.enforce(findings, checks, logger)
+    if problem is not None:
+        raise DatasetError(problem)
+
+
+def _read(spec: DatasetSpec) -> Dataset:
     if isinstance(spec, PackagedDataset):
         dataset = _PACKAGED[spec.name](spec)
     elif isinstance(spec, DownloadedDataset):
@@ -134,7 +126,13 @@ def _limit(dataset: Dataset, max_examples: int | None, seed: int) -> Dataset:
         keep = np.arange(len(dataset.targets) - max_examples, len(dataset.targets))
     else:
         keep = np.sort(np.random.default_rng(seed).permutation(len(dataset.targets))[:max_examples])
-    return replace(dataset, features=dataset.features[keep], targets=dataset.targets[keep])
+    return replace(
+        dataset,
+        features=dataset.features[keep],
+        targets=dataset.targets[keep],
+        sources=tuple(dataset.sources[i] for i in keep) if dataset.sources else (),
+        image_files=tuple(dataset.image_files[i] for i in keep) if dataset.image_files else (),
+    )
 
 
 # --- the constructors every source ends in -------------------------------------------------------
@@ -418,17 +416,36 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 # --- the user's own data -------------------------------------------------------------------------
 
 
-def _read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
+def _read_image(path: Path, size: tuple[int, int], channels: int) -> tuple[np.ndarray, ImageFile]:
+    """The image's 8-bit pixels, made as the gateway makes an upload of the same file, and
+    the file's own size and mode."""
+    pixels = InputSpec("image", (*size, channels), "float32", (0.0, PIXEL_MAX))
     try:
         with Image.open(path) as image:
-            converted = image.convert("L" if channels == 1 else "RGB")
-            height, width = size
-            pixels = np.asarray(converted.resize((width, height)), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as error:
+            # In the pixels' own range the values are whole numbers: uint8 keeps them compact.
+            converted = image_to_input(image, pixels).astype(np.uint8)
+            return converted, ImageFile(image.width, image.height, image.mode)
+    except UNREADABLE_IMAGE as error:
         raise DatasetError(f"{path}: not a readable image ({error})") from error
-    return pixels.reshape(height, width, channels)
+
+
+def _images_dataset(
+    paths: list[Path],
+    targets: list[int],
+    labels: list[str],
+    sources: list[str],
+    spec: ImageFolderDataset | ImageListDataset,
+) -> Dataset:
+    if not paths:
+        raise DatasetError(
+            f"dataset.path {spec.path}: no image files; expected some ending in "
+            f"{', '.join(sorted(IMAGE_SUFFIXES))}"
+        )
+    images, image_files = zip(
+        *(_read_image(path, spec.image_size, spec.channels) for path in paths), strict=True
+    )
+    dataset = image_dataset(np.stack(images), np.array(targets), labels)
+    return replace(dataset, sources=tuple(sources), image_files=image_files)
 
 
 def _image_folder(spec: ImageFolderDataset) -> Dataset:
@@ -437,14 +454,14 @@ def _image_folder(spec: ImageFolderDataset) -> Dataset:
         raise DatasetError(
             f"dataset.path {spec.path}: expected one subfolder per class, found {classes}"
         )
-    images, targets = [], []
+    paths, targets = [], []
     for class_id, name in enumerate(classes):
         files = sorted(
             p for p in (spec.path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
         )
-        images += [_read_image(p, spec.image_size, spec.channels) for p in files]
+        paths += files
         targets += [class_id] * len(files)
-    return image_dataset(np.stack(images), np.array(targets), classes)
+    return _images_dataset(paths, targets, classes, [str(path) for path in paths], spec)
 
 
 def _image_list(spec: ImageListDataset) -> Dataset:
@@ -461,11 +478,15 @@ def _image_list(spec: ImageListDataset) -> Dataset:
             raise DatasetError(
                 f"{spec.labels_file}:{number}: expected '<file name> <label>', got {line!r}"
             )
-        entries.append((parts[0], parts[1]))
-    classes = sorted({label for _, label in entries})
-    images = [_read_image(spec.path / name, spec.image_size, spec.channels) for name, _ in entries]
-    targets = [classes.index(label) for _, label in entries]
-    return image_dataset(np.stack(images), np.array(targets), classes)
+        entries.append((number, parts[0], parts[1]))
+    classes = sorted({label for _, _, label in entries})
+    return _images_dataset(
+        [spec.path / name for _, name, _ in entries],
+        [classes.index(label) for _, _, label in entries],
+        classes,
+        [f"{spec.labels_file}:{number}: {name} {label}" for number, name, label in entries],
+        spec,
+    )
 
 
 def _read_csv(path: Path, *columns: str):
@@ -498,8 +519,15 @@ def _csv_table(spec: CsvTableDataset) -> Dataset:
         raise DatasetError(f"{spec.path}: feature columns must be numbers; {text_columns} are not")
     if spec.task == "classification":
         classes, targets = _class_ids(table[spec.target])
-        return table_dataset(features.to_numpy(), targets, classes, "classification")
-    return table_dataset(features.to_numpy(), table[spec.target].to_numpy(), [], "regression")
+        dataset = table_dataset(features.to_numpy(), targets, classes, "classification")
+    else:
+        targets = table[spec.target].to_numpy()
+        dataset = table_dataset(features.to_numpy(), targets, [], "regression")
+    return replace(dataset, sources=_rows(spec.path, len(table)))
+
+
+def _rows(path: Path, count: int) -> tuple[str, ...]:
+    return tuple(f"{path} row {row}" for row in range(1, count + 1))
 
 
 def _csv_text(spec: CsvTextDataset) -> Dataset:
@@ -513,7 +541,8 @@ def _csv_text(spec: CsvTextDataset) -> Dataset:
         )
     classes, targets = _class_ids(table[spec.target])
     texts = table[spec.text].astype(str).to_numpy(dtype=object)
-    return text_dataset(texts, targets, classes, spec.vocabulary_size, spec.sequence_length)
+    dataset = text_dataset(texts, targets, classes, spec.vocabulary_size, spec.sequence_length)
+    return replace(dataset, sources=_rows(spec.path, len(table)))
 
 
 def _csv_series(spec: CsvSeriesDataset) -> Dataset:

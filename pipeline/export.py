@@ -9,11 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.datasets import InputSpec
 from pipeline.models import Head
 from pipeline.warmup_records import write_warmup_records
+from service.version_contract import METADATA_PATH, InputSpec
 
-METADATA_PATH = Path("assets.extra") / "nnserve.json"
 # A ready request body (TF Serving's REST row format) with one real example, for a first curl.
 EXAMPLE_REQUEST_PATH = Path("assets.extra") / "example_request.json"
 

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from pipeline.datasets import Dataset, InputSpec
+from pipeline.datasets import Dataset
 from pipeline.spec import (
     AugmentationSpec,
     ClassicCnnSpec,
@@ -25,6 +25,7 @@ from pipeline.spec import (
     RnnStackSpec,
     SimpleCnnSpec,
 )
+from service.version_contract import InputSpec
 
 OUT_OF_VOCABULARY = 2  # Keras's IMDB convention: 0 pads, 1 starts, 2 stands for rare words
 

@@ -1,13 +1,17 @@
 """Seeded splits and the tf.data pipelines that feed training."""
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-from pipeline.datasets import Dataset
+from pipeline import data_checks
+from pipeline.datasets import Dataset, enforce_checks
 from pipeline.spec import DatasetSpec, PreprocessingSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,11 +27,17 @@ class Splits:
     test: Split
 
 
-def split_dataset(dataset: Dataset, spec: DatasetSpec) -> Splits:
+def split_dataset(
+    dataset: Dataset,
+    spec: DatasetSpec,
+    logger: data_checks.Log = log,
+) -> Splits:
     """Train/validation/test; the same seed always gives the same split.
 
     Classes keep their proportions in every split; time series are cut in time order, so the
     model is validated and tested on the latest windows, never on the past it was trained after.
+    An example in two splits (not looked for in series, whose windows overlap by design) is
+    reported in `logger`'s log, or raises DatasetError, as `spec.checks.split_duplicates` says.
     """
     if dataset.ordered:
         count = len(dataset.targets)
@@ -45,6 +55,10 @@ def split_dataset(dataset: Dataset, spec: DatasetSpec) -> Splits:
     x_train, x_val, y_train, y_val = _split(
         x_rest, y_rest, spec.validation_fraction, spec.seed, classify
     )
+    if spec.checks.split_duplicates != "off":
+        splits = {"training": x_train, "validation": x_val, "test": x_test}
+        findings = data_checks.split_duplicates(dataset.features, splits, dataset.sources)
+        enforce_checks(findings, spec.checks, logger)
     return Splits(Split(x_train, y_train), Split(x_val, y_val), Split(x_test, y_test))
 
 

@@ -1,8 +1,11 @@
 """Training specs: one YAML file per model, validated on load; an unknown key is an error."""
 
 import copy
+import hashlib
+import json
+import zoneinfo
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -12,6 +15,7 @@ from pydantic import (
     Field,
     FilePath,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -30,6 +34,31 @@ Positive = Annotated[int, Field(gt=0)]
 
 # --- datasets ------------------------------------------------------------------------------------
 
+CheckLevel = Literal["warn", "error", "off"]
+
+
+class DatasetChecks(_Strict):
+    """What each sanity check of the examples before training (pipeline/data_checks.py) does
+    with what it finds: log a warning, stop training with an error, or not look. One level for
+    all is written `checks: error`."""
+
+    rare_class: CheckLevel = "warn"
+    mixed_labels: CheckLevel = "warn"
+    mixed_images: CheckLevel = "warn"
+    split_duplicates: CheckLevel = "warn"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_level_for_all(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value not in get_args(CheckLevel):
+            raise ValueError(
+                f"expected one of {list(get_args(CheckLevel))} for every check, or a mapping "
+                f"of {list(cls.model_fields)} to one of them; got {value!r}"
+            )
+        return dict.fromkeys(cls.model_fields, value)
+
 
 class _DatasetBase(_Strict):
     test_fraction: Fraction = 0.2
@@ -37,6 +66,7 @@ class _DatasetBase(_Strict):
     seed: int = 42
     # Keep only the first N examples (after a seeded shuffle): CI-sized runs of the real specs.
     max_examples: Positive | None = None
+    checks: DatasetChecks = DatasetChecks()
 
 
 class PackagedDataset(_DatasetBase):
@@ -289,11 +319,62 @@ class TrainingSpec(_Strict):
 
 
 class GateSpec(_Strict):
-    """The evaluation a new version must pass before it is published."""
+    """What a candidate must pass before it is published: the absolute thresholds, then the
+    comparison with the stable version on the same test split (pipeline/gate.py)."""
 
     min_accuracy: Annotated[float, Field(ge=0, le=1)] = 0.0
     # Regressors: the largest test mean absolute error allowed, in the target's units.
     max_mae: Annotated[float, Field(gt=0)] | None = None
+    # The test metric compared with the stable version's; default accuracy for classifiers,
+    # mae for regressors. Higher is better for accuracy, lower for mae and loss.
+    metric: Literal["accuracy", "mae", "loss"] | None = None
+    # How much worse than the stable version the candidate may be, in the metric's units.
+    max_regression: Annotated[float, Field(ge=0)] = 0.0
+
+
+class RunParameters(_Strict):
+    """Parameters of the retraining flow (pipeline/flow.py `retrain`) for scheduled runs; the
+    deployment gives the spec path itself."""
+
+    overrides: dict[str, Any] | None = None
+    force: bool = False
+    dataset_source: str | None = None
+
+
+class RetrainingSpec(_Strict):
+    """When the model is retrained, with what, and how many versions stay on disk."""
+
+    cron: str | None = None  # none: runs start by hand (nnserve train, the Prefect UI)
+    timezone: str = "UTC"  # of the cron expression, as an IANA name
+    parameters: RunParameters = RunParameters()
+    keep_versions: Positive = 5
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_prefect_accepts(cls, cron: str | None) -> str | None:
+        if cron is None:
+            return cron
+        # The deployment's schedule is Prefect's CronSchedule: what it refuses, the spec refuses,
+        # in its words. Imported here: Prefect takes seconds to import, and most specs need none.
+        from prefect.client.schemas.schedules import CronSchedule
+
+        try:
+            CronSchedule(cron=cron)
+        except ValidationError as error:
+            raise ValueError("; ".join(issue["msg"] for issue in error.errors())) from None
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_time_zone(cls, timezone: str) -> str:
+        if timezone not in zoneinfo.available_timezones():
+            raise ValueError(
+                f"unknown time zone {timezone!r}, expected an IANA name such as Europe/Berlin"
+            )
+        return timezone
+
+
+DEFAULT_KEEP_VERSIONS = RetrainingSpec().keep_versions
 
 
 class Spec(_Strict):
@@ -304,6 +385,11 @@ class Spec(_Strict):
     optimizer: OptimizerSpec = OptimizerSpec()
     training: TrainingSpec
     gate: GateSpec = GateSpec()
+    retraining: RetrainingSpec | None = None
+
+    @property
+    def keep_versions(self) -> int:
+        return self.retraining.keep_versions if self.retraining else DEFAULT_KEEP_VERSIONS
 
     @model_validator(mode="after")
     def _labels_match_the_loss(self) -> "Spec":
@@ -319,12 +405,18 @@ class Spec(_Strict):
 
 
 def load_spec(
-    path: str | Path, overrides: dict | None = None, overrides_from: str = "the overrides"
+    path: str | Path,
+    overrides: dict | None = None,
+    overrides_from: str = "the overrides",
+    dataset_source: str | None = None,
 ) -> Spec:
-    """Read and validate a spec; `overrides` (nested keys) replace values of the file first.
+    """Read and validate a spec; `overrides` (nested keys) replace values of the file first, then
+    `dataset_source` replaces where the data comes from (`dataset.source` of a downloaded
+    dataset, `dataset.path` of a file or folder).
 
     A problem with a value the overrides gave is marked `(from <overrides_from>)`, so that the
-    message does not send the user looking for it in the file.
+    message does not send the user looking for it in the file. The parameters a `retraining`
+    section gives scheduled runs are checked the same way now, not when the schedule fires.
     """
     path = Path(path)
     try:
@@ -335,17 +427,67 @@ def load_spec(
         raise SpecError(f"{path}: not valid YAML: {error}") from error
     if not isinstance(document, dict):
         raise SpecError(f"{path}: expected a mapping of spec keys, got {type(document).__name__}")
-    overrides = overrides or {}
+    spec = _validated(path, document, overrides or {}, overrides_from, dataset_source)
+    scheduled = spec.retraining.parameters if spec.retraining else None
+    if scheduled and (scheduled.overrides or scheduled.dataset_source is not None):
+        _validated(
+            path,
+            document,
+            scheduled.overrides or {},
+            "retraining.parameters.overrides",
+            scheduled.dataset_source,
+            source_from="retraining.parameters.dataset_source",
+        )
+    return spec
+
+
+def _validated(
+    path: Path,
+    document: dict,
+    overrides: dict,
+    overrides_from: str,
+    dataset_source: str | None,
+    source_from: str = "dataset_source",
+) -> Spec:
     document = merge(document, overrides)
+    layers = [(overrides, overrides_from)]
+    if dataset_source is not None:
+        source = {"dataset": {_source_key(path, document, source_from): dataset_source}}
+        document = merge(document, source)
+        layers.append((source, source_from))
     try:
         return Spec.model_validate(document)
     except ValidationError as error:
         problems = "; ".join(
-            _describe(issue, overrides, overrides_from)
+            _describe(issue, layers)
             for issue in error.errors()
             if not _is_other_union_branch(issue)
         )
         raise SpecError(f"{path}: {problems}") from error
+
+
+def _source_key(path: Path, document: dict, source_from: str) -> str:
+    """The key of the dataset section that says where its data comes from."""
+    dataset = document.get("dataset")
+    name = dataset.get("name") if isinstance(dataset, dict) else None
+    member = _DATASET_KINDS.get(name)
+    for key in ("source", "path"):
+        if member is not None and key in member.model_fields:
+            return key
+    raise SpecError(
+        f"{path}: {source_from}: dataset {name!r} has no source or path to replace"
+        + (" (it ships inside an installed package)" if member is PackagedDataset else "")
+    )
+
+
+def training_digest(spec: Spec) -> str:
+    """What decides the model a spec trains, as a digest: the spec without its `gate` and
+    `retraining` sections and its dataset's `checks`, which judge, schedule and vet the training
+    but do not change the model it makes."""
+    trained = spec.model_dump(
+        mode="json", exclude={"gate": True, "retraining": True, "dataset": {"checks"}}
+    )
+    return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()
 
 
 def merge(document: dict, overrides: dict) -> dict:
@@ -359,7 +501,7 @@ def merge(document: dict, overrides: dict) -> dict:
     return merged
 
 
-def _describe(issue: dict, overrides: dict, overrides_from: str) -> str:
+def _describe(issue: dict, layers: list[tuple[dict, str]]) -> str:
     keys = [part for part in issue["loc"] if not _is_union_tag(part)]
     if issue["type"] == "extra_forbidden":
         problem = "unknown key"
@@ -373,8 +515,10 @@ def _describe(issue: dict, overrides: dict, overrides_from: str) -> str:
         )
     else:
         problem = issue["msg"]
-    if _overridden(keys, overrides):
-        problem += f" (from {overrides_from})"
+    # The last layer that gave the value is where the user must look for it.
+    origin = next((name for values, name in reversed(layers) if _overridden(keys, values)), None)
+    if origin is not None:
+        problem += f" (from {origin})"
     location = ".".join(str(key) for key in keys)
     return f"{location}: {problem}" if location else problem
 
@@ -406,4 +550,9 @@ _UNION_TAGS = {
     for union, key in ((DatasetSpec, "name"), (ModelSpec, "architecture"))
     for member in get_args(get_args(union)[0])
     for tag in get_args(member.model_fields[key].annotation)
+}
+_DATASET_KINDS = {
+    tag: member
+    for member in get_args(get_args(DatasetSpec)[0])
+    for tag in get_args(member.model_fields["name"].annotation)
 }

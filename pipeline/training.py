@@ -1,5 +1,4 @@
-"""Compile and fit (with checkpoints to resume from), evaluate, and the gate a new version must
-pass."""
+"""Compile and fit (with checkpoints to resume from), and evaluate on the test split."""
 
 import sys
 import time
@@ -15,7 +14,6 @@ from pipeline.models import Head
 from pipeline.preprocess import Split, Splits, to_tf_dataset
 from pipeline.spec import (
     EarlyStoppingSpec,
-    GateSpec,
     LossSpec,
     OptimizerSpec,
     PreprocessingSpec,
@@ -25,10 +23,6 @@ from pipeline.spec import (
 CHECKPOINT_DIR = "checkpoint"
 HISTORY_FILE = "history.csv"
 TENSORBOARD_DIR = "tensorboard"
-
-
-class GateFailed(RuntimeError):
-    """The trained model is worse than the spec's gate allows; nothing is published."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +40,11 @@ class Evaluation:
         if self.mae is not None:
             metrics["test_mae"] = self.mae
         return metrics
+
+    @classmethod
+    def from_json(cls, metrics: dict) -> "Evaluation":
+        """The inverse of `to_json`: metrics as nnserve.json records them."""
+        return cls(metrics["test_loss"], metrics.get("test_accuracy"), metrics.get("test_mae"))
 
     def describe(self) -> str:
         if self.accuracy is not None:
@@ -223,25 +222,21 @@ def predict(model: keras.Model, features: np.ndarray, head: Head) -> np.ndarray:
 
 
 def evaluate(model: keras.Model, test: Split, head: Head, loss: LossSpec) -> Evaluation:
-    outputs = predict(model, test.features, head)
+    return evaluation_of(predict(model, test.features, head), test.targets, head, loss)
+
+
+def evaluation_of(
+    outputs: np.ndarray, targets: np.ndarray, head: Head, loss: LossSpec
+) -> Evaluation:
+    """Test metrics of what a model answered: class probabilities of a classifier, forecasts in
+    target units of a regressor. One computation for a Keras model in memory and for a published
+    SavedModel's `serving_default`, so that the two compare fairly."""
     if not head.is_classifier:
-        cost = make_loss(loss)(test.targets.reshape(-1, 1), outputs.reshape(-1, 1))
+        outputs = outputs.reshape(-1)
+        cost = make_loss(loss)(targets.reshape(-1, 1), outputs.reshape(-1, 1))
         return Evaluation(
-            loss=float(cost), mae=float(np.mean(np.abs(outputs - test.targets.reshape(-1))))
+            loss=float(cost), mae=float(np.mean(np.abs(outputs - targets.reshape(-1))))
         )
-    loss_value = keras.losses.sparse_categorical_crossentropy(test.targets, outputs)
-    accuracy = np.mean(np.argmax(outputs, axis=-1) == test.targets)
+    loss_value = keras.losses.sparse_categorical_crossentropy(targets, outputs)
+    accuracy = np.mean(np.argmax(outputs, axis=-1) == targets)
     return Evaluation(loss=float(np.mean(loss_value)), accuracy=float(accuracy))
-
-
-def check_gate(evaluation: Evaluation, gate: GateSpec) -> None:
-    if evaluation.accuracy is not None and evaluation.accuracy < gate.min_accuracy:
-        raise GateFailed(
-            f"test accuracy {evaluation.accuracy:.4f} is below the gate's min_accuracy "
-            f"{gate.min_accuracy}; the model was not published"
-        )
-    if evaluation.mae is not None and gate.max_mae is not None and evaluation.mae > gate.max_mae:
-        raise GateFailed(
-            f"test mean absolute error {evaluation.mae:.4f} is above the gate's max_mae "
-            f"{gate.max_mae}; the model was not published"
-        )

@@ -58,7 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(run=_up)
 
-    train = commands.add_parser("train", help="run the training flow once for a spec")
+    train = commands.add_parser(
+        "train",
+        help="run the retraining flow once for a spec: train, gate, publish, promote",
+        description="Runs the retraining flow once: skips when the data and the spec are those "
+        "of the stable version (unless --force); trains; evaluates the candidate and the stable "
+        "version on the same test split; publishes the candidate only if the spec's gate "
+        "accepts it, makes it stable through the model server at NNSERVE_TFSERVING_ADDR, and "
+        "prunes versions beyond retraining.keep_versions. A rejected candidate is kept in its "
+        "run folder (NNSERVE_RUNS_DIR) and the command fails, giving both numbers.",
+    )
     train.add_argument("spec", type=Path)
     train.add_argument(
         "--set",
@@ -70,7 +79,35 @@ def _parser() -> argparse.ArgumentParser:
         help="replace a value of the spec: a dotted key and a YAML value, such as "
         "training.epochs=3 or model.units=[8,8]; repeatable",
     )
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="train even when neither the data nor the spec changed since the stable version",
+    )
     train.set_defaults(run=_train)
+
+    schedule = commands.add_parser(
+        "schedule",
+        help="serve the scheduled retraining deployments, one per spec with retraining.cron",
+        description="Serves a Prefect deployment of the `retrain` flow for every spec that has "
+        "a retraining.cron, with that schedule and the spec's retraining.parameters, and runs "
+        "the flow runs that fall due, until Ctrl-C or SIGTERM. Works against PREFECT_API_URL "
+        "(a server, its UI and `prefect deployment run retrain/MODEL`) or, when that is "
+        "unset, Prefect's ephemeral API. --write-prefect-yaml writes the same deployments as "
+        "prefect.yaml for `prefect deploy --all` instead.",
+    )
+    schedule.add_argument(
+        "specs", nargs="*", type=Path, help="spec files (default: every one in pipeline/specs/)"
+    )
+    schedule.add_argument(
+        "--write-prefect-yaml",
+        metavar="PATH",
+        type=Path,
+        nargs="?",
+        const=Path("prefect.yaml"),
+        help="write the deployments to PATH (default prefect.yaml) and exit",
+    )
+    schedule.set_defaults(run=_schedule)
 
     server = commands.add_parser(
         "model-server",
@@ -241,10 +278,14 @@ def _train(args: argparse.Namespace) -> int:
     _allow_slow_prefect_start()
     from pipeline.datasets import DatasetError
     from pipeline.downloads import DownloadError
-    from pipeline.flow import train_model
+    from pipeline.flow import retrain
+    from pipeline.gate import GateError
     from pipeline.models import ModelError
+    from pipeline.outcome import DECISION_FILE, SKIPPED, CandidateRejected
     from pipeline.spec import SpecError, load_spec, merge
-    from pipeline.training import GateFailed
+    from pipeline.stable import StableVersionError
+    from service.model_status import ModelServerError
+    from service.serving_config import PromotionError, ServingConfigError
 
     overrides: dict = {}
     for override in args.overrides:  # a later --set of the same key wins
@@ -252,20 +293,65 @@ def _train(args: argparse.Namespace) -> int:
     try:
         load_spec(args.spec, overrides, overrides_from="--set")
         # progress: a bar per epoch that fills as batches finish.
-        result = train_model(str(args.spec), overrides=overrides or None, progress=True)
-    except (SpecError, DatasetError, DownloadError, ModelError, GateFailed) as error:
+        result = retrain(
+            str(args.spec), overrides=overrides or None, force=args.force, progress=True
+        )
+    except CandidateRejected as rejected:
+        raise UserError(
+            f"{rejected.result.model_name} not published: {rejected}; the candidate, its "
+            f"reports and {DECISION_FILE} are in {rejected.result.run_dir}"
+        ) from rejected
+    except (
+        SpecError,
+        DatasetError,
+        DownloadError,
+        ModelError,
+        GateError,
+        StableVersionError,
+        ServingConfigError,
+        PromotionError,
+        ModelServerError,
+    ) as error:
         raise UserError(str(error)) from error
+    if result.outcome == SKIPPED:
+        print(f"{result.model_name}: {result.message}; nothing trained (--force trains anyway)")
+        return 0
     resumed = (
         f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""
     )
+    promotion = result.promotion
+    previous = f", previous: {promotion.previous}" if promotion.previous else ""
     print(
         f"\ntrained {result.model_name} version {result.version} in "
         f"{result.epochs_trained} epochs{resumed}: {result.evaluation.describe()}"
     )
+    print(f"  gate:    accepted, {result.message}")
+    print(
+        f"  serving: version {result.version} is stable{previous} (served: "
+        f"{', '.join(map(str, promotion.served))})"
+    )
+    if result.pruned:
+        print(f"  pruned:  versions {', '.join(map(str, result.pruned))}")
     print(f"  model:   {result.version_dir}")
     print(f"  reports: {result.run_dir}")
     for report in sorted(path.name for path in result.run_dir.iterdir() if path.is_file()):
         print(f"           {report}")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    _allow_slow_prefect_start()
+    from pipeline import schedules
+
+    try:
+        found = schedules.find_schedules(args.specs)
+    except schedules.ScheduleError as error:
+        raise UserError(str(error)) from error
+    if args.write_prefect_yaml:
+        args.write_prefect_yaml.write_text(schedules.prefect_yaml(found))
+        print(f"wrote {len(found)} deployment(s) to {args.write_prefect_yaml}")
+        return 0
+    schedules.serve(found)
     return 0
 
 

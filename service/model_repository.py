@@ -2,7 +2,8 @@
 
 Shared by the pipeline, which publishes versions, and the model server, which discovers them.
 Beside the graph, `<version>/assets.extra/nnserve.json` describes a version (written by
-pipeline/export.py); its `decision` field says whether the retraining gate accepted it, and
+pipeline/export.py; service/version_contract.py describes its input); its `decision` field says
+whether the retraining gate accepted it, and
 `<version>/assets.extra/tf_serving_warmup_requests` holds the requests a server replays before
 the version takes traffic (written by pipeline/warmup_records.py).
 """
@@ -13,11 +14,12 @@ import shutil
 import uuid
 from pathlib import Path
 
+from service.version_contract import METADATA_PATH
+
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 # TF Serving's model config, the record of what is served (service/serving_config.py), is kept
 # here in the repository unless NNSERVE_MODEL_CONFIG_FILE names another place.
 CONFIG_FILE_NAME = "models.config"
-METADATA_PATH = Path("assets.extra") / "nnserve.json"
 # nnserve.json's verdict of the retraining gate on a version:
 #   "decision": {"accepted": false, "reason": "candidate accuracy 0.962 < stable 0.989 - 0.005"}
 # A version whose decision is not accepted is never promoted unless forced.

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="How long a promotion waits for the model server to report the new version "
         "AVAILABLE before it gives up and serves what it served before",
     )
+    notification_block: str | None = Field(
+        None,
+        description="Prefect notification block, as <block type>/<block name> (such as "
+        "custom-webhook/ml-alerts), that failed and rejected retraining runs are announced "
+        "through; none: no notifications",
+    )
     # The gateway's own settings.
     backend_retries: int = Field(
         3, ge=0, description="Retries of a model server call that failed as UNAVAILABLE"

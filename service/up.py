@@ -1,7 +1,9 @@
 """`nnserve up`: train the demo model if the repository has none, then run model server and gateway.
 
-Both serve from the model config file, the record of what is served (service/serving_config.py):
-made from the repository when missing, so `nnserve promote` and `nnserve rollback` work on it.
+Both serve every model of the model config file, the record of what is served
+(service/serving_config.py), made or extended from the repository: a model on disk that the file
+lacks is added with its newest version stable. `nnserve promote` and `nnserve rollback` change it
+while `up` runs.
 
 Each part runs in its own process, as it would in a deployment: training and the model server load
 TensorFlow, the gateway does not.
@@ -16,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pipeline
@@ -48,10 +51,13 @@ def run(spec_path: Path, grpc_port: int, http_port: int, engine: str = "auto") -
     repo = settings.model_repo.absolute()
     if not model_repository.complete_versions(repo / spec.name):
         print(f"no version of {spec.name} in {repo}: training it first", flush=True)
-        if subprocess.call(_nnserve("train", str(spec_path))) != 0:
+        # Promoted at the address the model server will have: nothing answers there yet, so
+        # the version is made stable in the model config in one step.
+        address = {"NNSERVE_TFSERVING_ADDR": f"{HOST}:{grpc_port}"}
+        if subprocess.call(_nnserve("train", str(spec_path)), env={**os.environ, **address}) != 0:
             raise UpError(f"training {spec.name} failed; see the output above")
     config_file = settings.serving_config_file().absolute()
-    stable_version, base_path = _serving_record(config_file, repo, spec.name)
+    served = _serving_record(config_file, repo, spec.name)
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -91,10 +97,10 @@ def run(spec_path: Path, grpc_port: int, http_port: int, engine: str = "auto") -
     children = {"gateway": gateway, "model server": model_server}
     try:
         gateway_url = f"http://{HOST}:{http_port}"
-        _wait_until_available(gateway_url, spec.name, children, stop)
+        _wait_until_ready(gateway_url, children, stop)
         if stop.is_set():
             return 0
-        _print_banner(spec.name, stable_version, grpc_port, gateway_url, base_path)
+        _print_banner(served, spec.name, grpc_port, gateway_url)
         while not stop.wait(0.5):
             if _any_died(children):
                 raise UpError(_died(children))
@@ -122,22 +128,32 @@ def _docker_engine(engine: str, image: str):
     return client
 
 
-def _serving_record(config_file: Path, repo: Path, model: str) -> tuple[int, Path]:
-    """The model config the model server serves from, with every model of the repository it
-    lacks added (its newest version stable; the file is made if missing); returns the stable
-    version of `model` and where its versions are."""
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    stable: int
+    base_path: Path
+
+
+def _serving_record(config_file: Path, repo: Path, model: str) -> list[ServedModel]:
+    """The models of the model config the model server serves from, with every model of the
+    repository it lacks added (its newest version stable; the file is made if missing). `model`
+    (the spec's) must have a stable version."""
     try:
         serving_config.add_missing_models(config_file, repo, model_server=None)
         config = serving_config.read(config_file)
     except serving_config.ServingConfigError as error:
         raise UpError(str(error)) from error
-    stable = serving_config.labels(config, model).get(serving_config.STABLE)
-    if stable is None:
+    if serving_config.STABLE not in serving_config.labels(config, model):
         raise UpError(
             f"{config_file} gives {model} no stable version: "
             f"`nnserve promote {model} VERSION` chooses one"
         )
-    return stable, Path(serving_config.entry(config, model).base_path)
+    return [
+        ServedModel(item.name, item.version_labels[serving_config.STABLE], Path(item.base_path))
+        for item in sorted(config.model_config_list.config, key=lambda item: item.name)
+        if serving_config.STABLE in item.version_labels
+    ]
 
 
 def _nnserve(*args: str) -> list[str]:
@@ -154,42 +170,56 @@ def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     )
 
 
-def _wait_until_available(
-    gateway_url: str, model_name: str, children: dict[str, subprocess.Popen], stop: threading.Event
+def _wait_until_ready(
+    gateway_url: str, children: dict[str, subprocess.Popen], stop: threading.Event
 ) -> None:
+    """Until the gateway's /readyz says every model of the config is AVAILABLE."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    states: dict[str, str] = {}
     while not stop.is_set():
         if _any_died(children):
             raise UpError(_died(children))
-        if time.monotonic() > deadline:
-            raise UpError(
-                f"{model_name} was not available through {gateway_url} "
-                f"within {READY_TIMEOUT_SECONDS} s"
-            )
-        if _is_available(f"{gateway_url}/v1/models/{model_name}"):
+        ready, states = _readiness(f"{gateway_url}/readyz", states)
+        if ready:
             return
+        if time.monotonic() > deadline:
+            waiting = ", ".join(f"{name} {state}" for name, state in sorted(states.items()))
+            raise UpError(
+                f"not every model of the model config was AVAILABLE through {gateway_url} "
+                f"within {READY_TIMEOUT_SECONDS} s: {waiting or 'no answer from the gateway'}"
+            )
         stop.wait(0.25)
 
 
-def _is_available(status_url: str) -> bool:
+def _readiness(readyz_url: str, last: dict[str, str]) -> tuple[bool, dict[str, str]]:
+    """Whether the gateway is ready, and the state of each model it reports (else `last`)."""
     try:
-        with urllib.request.urlopen(status_url, timeout=2) as response:
-            statuses = json.load(response)["model_version_status"]
+        with urllib.request.urlopen(readyz_url, timeout=2) as response:
+            return True, json.load(response)["models"]
+    except urllib.error.HTTPError as error:  # 503 while a model is not AVAILABLE yet
+        try:
+            return False, json.load(error)["models"]
+        except (ValueError, KeyError):
+            return False, last
     except (OSError, ValueError, KeyError):
-        return False
-    return any(status["state"] == "AVAILABLE" for status in statuses)
+        return False, last
 
 
 def _print_banner(
-    model_name: str, version: int, grpc_port: int, gateway_url: str, base_path: Path
+    served: list[ServedModel], spec_model: str, grpc_port: int, gateway_url: str
 ) -> None:
-    example = base_path / str(version) / "assets.extra" / "example_request.json"
+    width = max(len(model.name) for model in served)
+    listing = "".join(
+        f"  {model.name:<{width}}  version {model.stable} (stable)\n" for model in served
+    )
+    shown = next(model for model in served if model.name == spec_model)
+    example = shown.base_path / str(shown.stable) / "assets.extra" / "example_request.json"
     print(
-        f"\nnnserve is up, serving {model_name} version {version} (stable)\n"
+        f"\nnnserve is up, serving what the model config lists:\n{listing}"
         f"  model server (gRPC, TensorFlow Serving API): {HOST}:{grpc_port}\n"
         f"  gateway (HTTP):                              {gateway_url}\n\n"
         f"Predict:\n"
-        f"  curl -s -X POST {gateway_url}/v1/models/{model_name}:predict \\\n"
+        f"  curl -s -X POST {gateway_url}/v1/models/{spec_model}:predict \\\n"
         f"       -H 'Content-Type: application/json' -d @{example}\n\n"
         f"Press Ctrl-C to stop.",
         flush=True,

@@ -1,7 +1,13 @@
+import contextlib
+import json
 import os
 import subprocess
 import tempfile
+import threading
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -11,26 +17,41 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests run offline; Prefect's usage reporting would only log failures to reach its servers.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from support import DIGITS_SPEC
+from support import DIGITS_SPEC, prefect_server, retrain_without_model_server
 
 
 @pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
-    """A real, temporary Prefect API for flow runs, stopped before the session ends."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `prefect server start` on 127.0.0.1 (SQLite, scheduler on) shared by the session:
+    this process's flow runs report to it, and its URL (the value for PREFECT_API_URL) is what
+    the fixture gives, for the workers and commands a test starts. It dies with this process."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    with (
+        prefect_server(tmp_path_factory.mktemp("prefect-server")) as api_url,
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+    ):
+        yield api_url
+        _drain_prefect_workers()
+
+
+def _drain_prefect_workers() -> None:
+    """Send the logs and events still queued before the server they go to stops."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(RuntimeError):  # never started
+        APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
 
 
 @pytest.fixture(scope="session")
 def trained_digits(prefect_api, tmp_path_factory: pytest.TempPathFactory):
-    """digits-cnn trained once per session by the real Prefect flow, into a temporary repository."""
-    from pipeline.flow import train_model
-
+    """digits-cnn trained once per session by the real Prefect flow, into a temporary repository,
+    where it is the first and stable version."""
     root = tmp_path_factory.mktemp("digits")
-    return train_model(
-        str(DIGITS_SPEC), model_repo=str(root / "models"), runs_dir=str(root / "runs")
+    return retrain_without_model_server(
+        DIGITS_SPEC, model_repo=str(root / "models"), runs_dir=str(root / "runs")
     )
 
 
@@ -54,3 +75,47 @@ def processes() -> Iterator[list[subprocess.Popen]]:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@dataclass
+class Notifications:
+    """A Prefect notification block posting to a webhook on 127.0.0.1, and what it received."""
+
+    block: str  # as NNSERVE_NOTIFICATION_BLOCK names it: <block type>/<block name>
+    received: list[dict] = field(default_factory=list)  # the JSON bodies posted, in order
+
+
+@pytest.fixture
+def notifications(prefect_api) -> Iterator[Notifications]:
+    """A real custom-webhook block saved on the session's Prefect API, pointing at a local HTTP
+    server that records what it is sent."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    name = f"nnserve-tests-{uuid.uuid4().hex[:8]}"
+    CustomWebhookNotificationBlock(
+        name="nnserve tests",
+        url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+        json_data={"subject": "{{subject}}", "body": "{{body}}"},
+    ).save(name)
+    try:
+        yield Notifications(f"custom-webhook/{name}", received)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

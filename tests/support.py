@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from service.processes import child_pids, dies_with_parent
 
@@ -45,6 +46,44 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+@contextlib.contextmanager
+def nnserve_settings(**values: str) -> Iterator[None]:
+    """NNSERVE_* settings (given by field name) for what this process runs meanwhile; the
+    settings are read anew inside and after."""
+    from service.settings import env_name, get_settings
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for field, value in values.items():
+                patch.setenv(env_name(field), value)
+            get_settings.cache_clear()
+            yield
+    finally:
+        get_settings.cache_clear()
+
+
+def retrain_without_model_server(spec_path: str | Path, **parameters):
+    """The retraining flow, run in this process with no model server at NNSERVE_TFSERVING_ADDR,
+    so that its promotion writes the model config in one step whatever listens on the default
+    address."""
+    from pipeline.flow import retrain
+
+    with nnserve_settings(tfserving_addr=f"127.0.0.1:{free_port()}"):
+        return retrain(str(spec_path), **parameters)
+
+
+def artifacts_of(flow_run_id) -> dict:
+    """The artifacts a flow run published, by key, as Prefect's own client reads them."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {artifact.key: artifact for artifact in artifacts}
+
+
 def nnserve(*args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
     """Start `nnserve ARGS` as a real subprocess, as a user would. It is killed if the test
     process dies first, even by a crash that runs no fixture's teardown."""
@@ -55,6 +94,25 @@ def nnserve(*args: str, env: dict[str, str] | None = None, **popen) -> subproces
         preexec_fn=dies_with_parent(signal.SIGKILL),
         **popen,
     )
+
+
+def start_up(spec: Path, repo: Path, runs_dir: Path) -> tuple[subprocess.Popen, int, int]:
+    """`nnserve up --spec SPEC` on free ports, serving `repo`, its stdout a text pipe; returns
+    the process and its gRPC and HTTP ports."""
+    grpc_port, http_port = free_port(), free_port()
+    process = nnserve(
+        "up",
+        "--spec",
+        str(spec),
+        "--grpc-port",
+        str(grpc_port),
+        "--http-port",
+        str(http_port),
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"NNSERVE_MODEL_REPO": str(repo), "NNSERVE_RUNS_DIR": str(runs_dir)},
+    )
+    return process, grpc_port, http_port
 
 
 def refused_start(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
@@ -142,3 +200,44 @@ def is_available(url: str) -> bool:
     except (httpx.HTTPError, ValueError, KeyError):
         return False
     return any(status["state"] == "AVAILABLE" for status in statuses)
+
+
+def prefect_environment(home: Path, api_url: str | None = None) -> dict[str, str]:
+    """Environment for a Prefect process of a test: its own PREFECT_HOME (profiles, SQLite
+    database), no usage reporting, and the API it talks to."""
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **({"PREFECT_API_URL": api_url} if api_url else {}),
+    }
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path, timeout: float = 180) -> Iterator[str]:
+    """A real `prefect server start` on 127.0.0.1 with SQLite under `home`; yields its API URL.
+    Killed if the test process dies first; on a busy machine its first start (the database
+    migrations) takes a while."""
+    port = free_port()
+    start = ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
+    log = (home / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", *start, "--analytics-off"],
+        env={**os.environ, **prefect_environment(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=dies_with_parent(signal.SIGKILL),
+    )
+    api_url = f"http://127.0.0.1:{port}/api"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(healthy, timeout, f"prefect server ({home / 'server.log'})", server)
+        yield api_url
+    finally:
+        stop(server)
+        log.close()

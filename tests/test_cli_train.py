@@ -1,10 +1,14 @@
-"""`nnserve train SPEC --set KEY=VALUE`: dotted keys into the spec, values read as YAML, and
-clear errors for a malformed `--set` or a key the spec does not have."""
+"""`nnserve train SPEC [--set KEY=VALUE] [--force]`: dotted keys into the spec, values read as
+YAML, clear errors for a malformed `--set` or a key the spec does not have; what it says when
+nothing changed, when it publishes and promotes, and when the gate rejects the candidate."""
 
 import json
+import re
 
 import pytest
+from support import free_port
 
+from service import model_repository, serving_config
 from service.cli import main
 
 SPEC = """\
@@ -24,9 +28,11 @@ def spec_path(tmp_path):
 
 @pytest.fixture
 def places(fresh_settings, tmp_path, monkeypatch):
-    """The model repository and runs folder `nnserve train` reads from its settings."""
+    """The model repository and runs folder `nnserve train` reads from its settings, and no
+    model server where it promotes."""
     monkeypatch.setenv("NNSERVE_MODEL_REPO", str(tmp_path / "models"))
     monkeypatch.setenv("NNSERVE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("NNSERVE_TFSERVING_ADDR", f"127.0.0.1:{free_port()}")
     return tmp_path
 
 
@@ -77,7 +83,7 @@ def test_a_malformed_set_is_a_usage_error(spec_path, capsys, override, problem):
         main(["train", str(spec_path), "--set", override])
     assert caught.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
-        "usage: nnserve train [-h] [--set KEY=VALUE] spec",
+        "usage: nnserve train [-h] [--set KEY=VALUE] [--force] spec",
         f"nnserve train: error: argument --set: {problem}",
     ]
 
@@ -101,3 +107,39 @@ def test_only_the_problems_of_set_values_are_marked_as_theirs(places, spec_path,
         " (from --set)",
         "training.lr: unknown key",
     ]
+
+
+def test_train_skips_what_nothing_changed_retrains_with_force_and_fails_on_rejection(
+    prefect_api, places, spec_path, capsys
+):
+    one_epoch = ["--set", "training.epochs=1"]
+    assert main(["train", str(spec_path), *one_epoch]) == 0
+    capsys.readouterr()
+
+    assert main(["train", str(spec_path), *one_epoch]) == 0
+    assert capsys.readouterr().out == (
+        "tiny-digits: no new data since version 1; nothing trained (--force trains anyway)\n"
+    )
+
+    # The gate is no part of what is trained: changing it alone is no reason to train.
+    tolerant = [*one_epoch, "--set", "gate.max_regression=1"]
+    assert main(["train", str(spec_path), *tolerant, "--force"]) == 0
+    output = capsys.readouterr().out
+    assert "trained tiny-digits version 2 in 1 epochs" in output
+    assert re.search(r"\n  gate: +accepted, candidate accuracy \S+ >= stable \S+ - 1\n", output)
+    assert "\n  serving: version 2 is stable, previous: 1 (served: 1, 2)\n" in output
+    config_file = places / "models" / model_repository.CONFIG_FILE_NAME
+    labels = serving_config.labels(serving_config.read(config_file), "tiny-digits")
+    assert labels == {"stable": 2, "previous": 1}
+
+    demanding = [*one_epoch, "--set", "gate.min_accuracy=1"]
+    assert main(["train", str(spec_path), *demanding, "--force"]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]  # after the flow run's log lines
+    rejected = re.fullmatch(
+        r"nnserve train: error: tiny-digits not published: candidate accuracy \S+ < "
+        r"gate\.min_accuracy 1\.0; the candidate, its reports and decision\.json are in (\S+)",
+        error,
+    )
+    assert rejected, error
+    assert json.loads((places / rejected[1] / "decision.json").read_text())["accepted"] is False
+    assert sorted(model_repository.list_versions(places / "models" / "tiny-digits")) == [1, 2]

@@ -1,7 +1,6 @@
 """The whole path: the flow trains digits-cnn, model server and gateway serve it over HTTP."""
 
 import signal
-import subprocess
 
 import httpx
 import keras
@@ -12,9 +11,9 @@ from support import (
     free_port,
     is_available,
     model_server_and_gateway,
-    nnserve,
     read_until,
     refused_start,
+    start_up,
     stop,
     wait_until,
 )
@@ -126,26 +125,11 @@ def test_up_trains_an_empty_repository_serves_and_stops_on_ctrl_c(prefect_api, t
         "model: {architecture: simple-cnn, conv_filters: [8], dense_units: 16}\n"
         "training: {epochs: 2}\n"
     )
-    grpc_port, http_port = free_port(), free_port()
-    up = nnserve(
-        "up",
-        "--spec",
-        str(spec),
-        "--grpc-port",
-        str(grpc_port),
-        "--http-port",
-        str(http_port),
-        stdout=subprocess.PIPE,
-        text=True,
-        env={
-            "NNSERVE_MODEL_REPO": str(tmp_path / "models"),
-            "NNSERVE_RUNS_DIR": str(tmp_path / "runs"),
-        },
-    )
+    up, grpc_port, http_port = start_up(spec, tmp_path / "models", tmp_path / "runs")
     try:
         banner = read_until(up, "Press Ctrl-C to stop.")
         assert f"127.0.0.1:{grpc_port}" in banner and f"http://127.0.0.1:{http_port}" in banner
-        assert "serving tiny-digits version 1 (stable)" in banner
+        assert "\n  tiny-digits  version 1 (stable)\n" in banner
         # The record of what is served was made from the repository, and both parts serve from it.
         config = serving_config.read(tmp_path / "models" / "models.config")
         assert serving_config.labels(config, "tiny-digits") == {"stable": 1}

@@ -28,9 +28,10 @@ from google.protobuf import text_format
 
 from service import model_repository, wire
 from service.gateway.errors import GatewayError
-from service.serving_config import STABLE
+from service.serving_config import STABLE, VersionPolicy, version_policy
+from service.settings import env_name
+from service.version_contract import METADATA_PATH
 
-METADATA_PATH = model_repository.METADATA_PATH
 # A file modified less than this before it was read may have changed again unseen since.
 _RACY_NANOSECONDS = 1_000_000_000
 _CHECK_SECONDS = 0.1
@@ -49,6 +50,8 @@ class ConfiguredModel:
     name: str
     base_path: Path
     labels: dict[str, int] = field(default_factory=dict)
+    # Which of the versions on disk the model server serves (TF Serving's default: the newest).
+    policy: VersionPolicy = field(default_factory=VersionPolicy)
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ class ModelCatalog:
         model = self.model(name)
         if model is not None:
             base = model.base_path
-        elif name in ("", ".", "..") or any(sep in name for sep in _PATH_SEPARATORS):
+        elif not _is_folder_name(name):
             raise CatalogError(f"model name {name!r} is not a folder name in the model repository")
         else:
             base = self._repo / name
@@ -112,6 +115,35 @@ class ModelCatalog:
             log.warning("%s: cannot read %s: %s", which, path, error)
             reason = error.strerror if isinstance(error, OSError) else str(error)
             raise CatalogError(f"cannot read {METADATA_PATH} of {which}: {reason}") from None
+
+    def not_served(self, name: str, version: int | None = None) -> str | None:
+        """Why the model server has no `name` (or no `version` of it) although the model
+        repository holds it: the model config leaves it out. None when that is not the reason
+        (nothing on disk, no config file, or a version the config serves that is not loaded)."""
+        if self._config_file is None:
+            return None
+        model = self._current(self._config_file).models.get(name)
+        if model is None:
+            if not _is_folder_name(name):
+                return None
+            on_disk = model_repository.complete_versions(self._repo / name)
+            if not on_disk:
+                return None
+            return (
+                f"model {name} has versions on disk ({_numbers(on_disk)}) but is not served: it "
+                f"is not in the model config file ({env_name('model_config_file')})"
+            )
+        if version is None:
+            return None
+        on_disk = model_repository.complete_versions(model.base_path)
+        served = model.policy.wanted(on_disk)
+        if version not in on_disk or version in served:
+            return None
+        serves = f"serves versions {_numbers(served)}" if served else "serves no version"
+        return (
+            f"version {version} of model {name} is on disk but not served: the model config file "
+            f"({env_name('model_config_file')}) {serves} of it"
+        )
 
     def _repository_models(self) -> list[ConfiguredModel]:
         if not self._repo.is_dir():
@@ -154,9 +186,22 @@ class ModelCatalog:
                 f"cannot read the model config file (NNSERVE_MODEL_CONFIG_FILE): {reason}"
             ) from None
         return {
-            item.name: ConfiguredModel(item.name, Path(item.base_path), dict(item.version_labels))
+            item.name: ConfiguredModel(
+                item.name,
+                Path(item.base_path),
+                dict(item.version_labels),
+                version_policy(item.model_version_policy),
+            )
             for item in config.model_config_list.config
         }
+
+
+def _is_folder_name(name: str) -> bool:
+    return name not in ("", ".", "..") and not any(sep in name for sep in _PATH_SEPARATORS)
+
+
+def _numbers(versions) -> str:
+    return ", ".join(str(version) for version in sorted(versions))
 
 
 def _version_dir(base: Path, version: int) -> Path:

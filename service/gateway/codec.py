@@ -131,7 +131,7 @@ class CodecError(GatewayError):
 
 
 @dataclass(frozen=True)
-class InputSpec:
+class SignatureInput:
     """What the signature declares for one input (from TensorInfo).
 
     `dtype` is a wire DataType number; `shape` uses None (or -1) for unknown dimensions and is
@@ -142,16 +142,16 @@ class InputSpec:
     shape: tuple[int | None, ...] | None = None
 
     @classmethod
-    def from_tensor_info(cls, info: meta_graph_pb2.TensorInfo) -> InputSpec:
+    def from_tensor_info(cls, info: meta_graph_pb2.TensorInfo) -> SignatureInput:
         shape = info.tensor_shape
         if shape.unknown_rank:
             return cls(dtype=info.dtype, shape=None)
         return cls(info.dtype, tuple(None if dim.size < 0 else dim.size for dim in shape.dim))
 
 
-def signature_input_specs(signature: meta_graph_pb2.SignatureDef) -> dict[str, InputSpec]:
-    """InputSpecs for every input of a SignatureDef (as GetModelMetadata returns it)."""
-    return {name: InputSpec.from_tensor_info(info) for name, info in signature.inputs.items()}
+def signature_input_specs(signature: meta_graph_pb2.SignatureDef) -> dict[str, SignatureInput]:
+    """What a SignatureDef (as GetModelMetadata returns it) declares for each input."""
+    return {name: SignatureInput.from_tensor_info(info) for name, info in signature.inputs.items()}
 
 
 @dataclass
@@ -296,7 +296,7 @@ def request_signature_name(doc: Mapping[str, Any]) -> str:
 
 def predict_inputs(
     doc: Mapping[str, Any],
-    input_specs: Mapping[str, InputSpec],
+    input_specs: Mapping[str, SignatureInput],
     *,
     check_shapes: bool = False,
     max_tensor_elements: Limit | None = None,
@@ -365,7 +365,9 @@ def _check_element_counts(
         )
 
 
-def _columns_from_instances(instances: Any, specs: Mapping[str, InputSpec]) -> dict[str, list[Any]]:
+def _columns_from_instances(
+    instances: Any, specs: Mapping[str, SignatureInput]
+) -> dict[str, list[Any]]:
     if not isinstance(instances, list):
         raise CodecError(f"'instances' must be a list, got {_json_kind(instances)}")
     if not instances:
@@ -409,7 +411,7 @@ def _columns_from_instances(instances: Any, specs: Mapping[str, InputSpec]) -> d
     return {name: [instance[name] for instance in instances] for name in names}
 
 
-def _columns_from_inputs(inputs: Any, specs: Mapping[str, InputSpec]) -> dict[str, Any]:
+def _columns_from_inputs(inputs: Any, specs: Mapping[str, SignatureInput]) -> dict[str, Any]:
     names = sorted(specs)
     if not _is_named_object(inputs):
         if len(names) > 1:
@@ -457,7 +459,7 @@ def _ragged_detail(value: Any, batched: bool) -> str:
 def _tensor_from_json(
     name: str,
     value: Any,
-    spec: InputSpec,
+    spec: SignatureInput,
     batched: bool,
     check_shapes: bool,
 ) -> tuple[TensorProto, tuple[int, ...] | None]:

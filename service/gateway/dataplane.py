@@ -24,11 +24,12 @@ ones stay on the loop, where a hop to a thread would cost more than the work.
 """
 
 import asyncio
+import contextlib
 import functools
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -147,7 +148,8 @@ class DataPlane:
     async def model_status(self, target: ModelTarget) -> bytes:
         # Every version, as TF Serving lists them: no label is implied here.
         self._check_names(target)
-        response = await self._backend.model_status(target.model_spec())
+        with self._explaining_not_found(target):
+            response = await self._backend.model_status(target.model_spec())
         return orjson.dumps(_to_dict(response))
 
     async def model_metadata(self, target: ModelTarget) -> bytes:
@@ -219,9 +221,10 @@ class DataPlane:
                 f"{len(uploads)} images uploaded, more than the limit of "
                 f"{self._limits.max_images} per request"
             )
-        version = await self._served_version(self._routed(target))
+        with self._explaining_not_found(target):
+            version = await self._served_version(self._routed(target))
         metadata = self._catalog.version_metadata(target.name, version)
-        spec = images.ImageInputSpec.from_metadata(metadata.get("input", {}))
+        spec = images.image_input(metadata.get("input"))
         # Decoding even one image can take a second: never on the event loop.
         batch = await self._run(
             True,
@@ -339,16 +342,31 @@ class DataPlane:
         """`call(target)`; a target that names no version goes to the model's `stable` label
         when the model config gives it one, so clients switch exactly when the label moves."""
         routed = self._routed(target)
-        if routed is target:
+        with self._explaining_not_found(target):
+            if routed is target:
+                return await call(target)
+            try:
+                return await call(routed)
+            except BackendError as error:
+                if error.code != "INVALID_ARGUMENT" or not error.message.startswith(UNKNOWN_LABEL):
+                    raise
+            # The model server has not yet read the config that gave the model its label: until
+            # it does, its own default, the highest version it serves, is the one to answer.
             return await call(target)
+
+    @contextlib.contextmanager
+    def _explaining_not_found(self, target: ModelTarget) -> Iterator[None]:
+        """The model server's NOT_FOUND for a model or version the repository holds but the
+        model config leaves out says so, rather than "Could not find any versions"."""
         try:
-            return await call(routed)
+            yield
         except BackendError as error:
-            if error.code != "INVALID_ARGUMENT" or not error.message.startswith(UNKNOWN_LABEL):
+            if error.code != "NOT_FOUND" or target.label is not None:
                 raise
-        # The model server has not yet read the config that gave the model its label: until it
-        # does, its own default, the highest version it serves, is the one to answer.
-        return await call(target)
+            reason = self._catalog.not_served(target.name, target.version)
+            if reason is None:
+                raise
+            raise BackendError("NOT_FOUND", reason) from None
 
     async def _run(self, off_loop: bool, function: Callable[..., T], *args) -> T:
         """`function(*args)`, by a worker thread when `off_loop` (each hop costs tens of us)."""
@@ -402,7 +420,7 @@ class DataPlane:
 
     async def _input_specs(
         self, target: ModelTarget, signature_name: str
-    ) -> dict[str, codec.InputSpec]:
+    ) -> dict[str, codec.SignatureInput]:
         cached = self._signatures.get(target)
         if cached is None or cached.expires < time.monotonic():
             _, signature_defs = await self._backend.signature_defs(target.model_spec())
@@ -426,7 +444,7 @@ class _Signatures:
 
     expires: float
     signature_defs: Mapping[str, wire.SignatureDef]
-    input_specs: dict[str, dict[str, codec.InputSpec]] = field(default_factory=dict)
+    input_specs: dict[str, dict[str, codec.SignatureInput]] = field(default_factory=dict)
 
 
 def _element_count(tensors: Mapping[str, wire.TensorProto]) -> int:

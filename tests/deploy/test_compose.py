@@ -5,10 +5,11 @@ import json
 
 import jsonschema
 import pytest
+import yaml
 from deploy.helpers import REPO_ROOT
 
 COMPOSE_SCHEMA = REPO_ROOT.parent / "shared" / "schemas" / "compose-spec.json"
-ONE_SHOT = {"train-demo"}
+ONE_SHOT = {"train-demo", "register-schedules"}
 
 
 def test_compose_file_matches_the_compose_specification(compose):
@@ -64,7 +65,7 @@ def test_only_the_gateway_and_prefect_ui_are_published(compose):
     trainers = {
         n for n, s in compose["services"].items() if s["image"].startswith("nnserve-trainer")
     }
-    assert trainers == {"train-demo", "model-config", "worker", "worker-gpu"}
+    assert trainers == {"train-demo", "model-config", "register-schedules", "worker", "worker-gpu"}
     assert on_serving == {"tfserving", "gateway"} | trainers
 
 
@@ -106,3 +107,21 @@ def test_nnserve_and_tfserving_containers_are_locked_down(compose):
             assert "no-new-privileges:true" in service["security_opt"], name
     # tensorflow/serving's image runs as root unless told otherwise.
     assert compose["services"]["tfserving"]["user"].split(":")[0] not in ("0", "root")
+
+
+def test_scheduled_deployments_are_registered_on_the_workers_pool_on_first_start(compose):
+    """register-schedules runs `prefect deploy --all` from prefect.yaml once the Prefect server
+    answers, creating the process pool the worker serves if the worker has not yet."""
+    services = compose["services"]
+    register = services["register-schedules"]
+    assert register["depends_on"] == {"prefect-server": {"condition": "service_healthy"}}
+    script = register["command"][-1]
+    worker = services["worker"]["command"]
+    pool, kind = worker[worker.index("--pool") + 1], worker[worker.index("--type") + 1]
+    assert f"prefect work-pool create {pool} --type {kind}" in script
+    assert script.endswith("prefect --no-prompt deploy --all")
+    app = "/opt/nnserve/app"
+    assert f"./prefect.yaml:{app}/prefect.yaml:ro" in register["volumes"]
+    assert f"./pipeline/specs:{app}/pipeline/specs:ro" in register["volumes"]
+    deployments = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]
+    assert {d["work_pool"]["name"] for d in deployments} == {pool}

@@ -97,6 +97,7 @@ def test_the_issue_lists_these_objects(objects, overlay):
     find(objs, "Deployment", "prefect-server")
     find(objs, "Deployment", "prefect-worker")
     find(objs, "Job", "train-demo")
+    find(objs, "Job", "register-schedules")
     has_postgres = any(
         o["kind"] == "StatefulSet" and o["metadata"]["name"] == "postgres" for o in objs
     )
@@ -141,3 +142,33 @@ def test_worker_uses_a_kubernetes_pool_with_the_gpu_job_template(objects, overla
     volume = next(v for v in worker["volumes"] if v["name"] == mount["name"])
     config_map = find(objects[overlay], "ConfigMap", volume["configMap"]["name"])
     assert json.loads(config_map["data"][JOB_TEMPLATE.name]) == json.loads(JOB_TEMPLATE.read_text())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_register_schedules_deploys_onto_the_workers_gpu_pool(objects, overlay):
+    """The Job runs `prefect deploy --all` from the image's prefect.yaml; if the pool does not
+    exist yet, it creates it exactly as the worker would: Kubernetes, the same job template."""
+    objs = objects[overlay]
+    worker = find(objs, "Deployment", "prefect-worker")["spec"]["template"]["spec"]
+    worker_command = worker["containers"][0]["command"]
+    job = find(objs, "Job", "register-schedules")["spec"]["template"]
+    (container,) = job["spec"]["containers"]
+    script = container["command"][-1]
+    pool = worker_command[worker_command.index("--pool") + 1]
+    template = worker_command[worker_command.index("--base-job-template") + 1]
+    assert f"prefect work-pool create {pool} --type kubernetes --base-job-template {template}" in (
+        script
+    )
+    assert script.endswith("prefect --no-prompt deploy --all")
+    mounted = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in job["spec"]["volumes"]}
+    worker_volumes = {v["name"]: v for v in worker["volumes"]}
+    template_volume = volumes[mounted["/etc/prefect"]]
+    assert template_volume["configMap"] == worker_volumes["job-template"]["configMap"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    # The Prefect server's NetworkPolicy lets it in.
+    (rule,) = find(objs, "NetworkPolicy", "prefect-server")["spec"]["ingress"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "register-schedules"}}} in (
+        rule["from"]
+    )

@@ -12,14 +12,14 @@ import pytest
 
 import service.wire as wire
 from service.gateway import codec
-from service.gateway.codec import CodecError, InputSpec
+from service.gateway.codec import CodecError, SignatureInput
 from service.gateway.errors import Limit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTDATA = REPO_ROOT.parent / "shared" / "tfserving-testdata"
 DT = wire.types_pb2
 
-FLOAT_X = {"x": InputSpec(DT.DT_FLOAT, (None, 1))}  # half_plus_two's serving_default
+FLOAT_X = {"x": SignatureInput(DT.DT_FLOAT, (None, 1))}  # half_plus_two's serving_default
 
 
 def tensor(dtype: int, shape: tuple[int, ...], **values) -> wire.TensorProto:
@@ -78,7 +78,7 @@ DTYPE_IDS = [codec.dtype_name(case[0]) for case in DTYPE_CASES]
 @pytest.mark.parametrize(("dtype", "np_type", "values"), DTYPE_CASES, ids=DTYPE_IDS)
 def test_numeric_dtype_round_trip(dtype: int, np_type, values):
     expected = np.array(values, dtype=np_type)
-    inputs = decode(orjson.dumps({"inputs": values}), {"v": InputSpec(dtype)})
+    inputs = decode(orjson.dumps({"inputs": values}), {"v": SignatureInput(dtype)})
     proto = inputs.tensors["v"]
     assert inputs.columnar
     assert proto.dtype == dtype
@@ -157,13 +157,13 @@ def test_string_outputs(name: str, values: list[bytes], expected: list):
     ],
 )
 def test_string_round_trip(name: str, values: list):
-    proto = decode(orjson.dumps({"inputs": {name: values}}), {name: InputSpec(DT.DT_STRING)})
+    proto = decode(orjson.dumps({"inputs": {name: values}}), {name: SignatureInput(DT.DT_STRING)})
     answer = orjson.loads(codec.predict_response_json(proto.tensors, True))
     assert answer == {"outputs": values}
 
 
 def test_string_inputs_text_and_base64():
-    specs = {"s": InputSpec(DT.DT_STRING)}
+    specs = {"s": SignatureInput(DT.DT_STRING)}
     raw = bytes(range(256))
     body = {"instances": [["caf\u00e9", {"b64": base64.b64encode(raw).decode()}], ["", "x"]]}
     proto = decode(orjson.dumps(body), specs).tensors["s"]
@@ -224,10 +224,10 @@ def test_tensors_we_build_are_what_tensorflow_reads():
     from tensorflow.core.framework import tensor_pb2
 
     specs = {
-        "f": InputSpec(DT.DT_FLOAT),
-        "i": InputSpec(DT.DT_INT8),
-        "b": InputSpec(DT.DT_BOOL),
-        "s": InputSpec(DT.DT_STRING),
+        "f": SignatureInput(DT.DT_FLOAT),
+        "i": SignatureInput(DT.DT_INT8),
+        "b": SignatureInput(DT.DT_BOOL),
+        "s": SignatureInput(DT.DT_STRING),
     }
     body = {
         "instances": [
@@ -285,7 +285,7 @@ def test_shape_check_tolerates_size_1_dimensions_as_tf_serving_does():
     assert "[-1, 1]" in caught.value.message
 
 
-DIGIT_IMAGE = {"image": InputSpec(DT.DT_FLOAT, (None, 8, 8, 1))}
+DIGIT_IMAGE = {"image": SignatureInput(DT.DT_FLOAT, (None, 8, 8, 1))}
 
 
 @pytest.mark.parametrize(
@@ -339,8 +339,8 @@ def test_input_specs_from_signature():
     signature.inputs["examples"].dtype = DT.DT_STRING
     signature.inputs["examples"].tensor_shape.unknown_rank = True
     assert codec.signature_input_specs(signature) == {
-        "x": InputSpec(DT.DT_FLOAT, (None, 1)),
-        "examples": InputSpec(DT.DT_STRING, None),
+        "x": SignatureInput(DT.DT_FLOAT, (None, 1)),
+        "examples": SignatureInput(DT.DT_STRING, None),
     }
 
 
@@ -355,7 +355,7 @@ def test_input_specs_from_tf_serving_metadata():
     specs = codec.signature_input_specs(signatures.signature_def["serving_default"])
     assert specs == FLOAT_X
     classify = codec.signature_input_specs(signatures.signature_def["classify_x_to_y"])
-    assert classify == {"inputs": InputSpec(DT.DT_STRING, None)}
+    assert classify == {"inputs": SignatureInput(DT.DT_STRING, None)}
 
 
 @pytest.mark.skipif(not TESTDATA.exists(), reason="../shared/tfserving-testdata is absent")
@@ -407,7 +407,7 @@ def test_tensor_to_json_agrees_with_the_response_body():
 
 
 def test_empty_dimensions():
-    inputs = decode(b'{"inputs": [[], []]}', {"v": InputSpec(DT.DT_INT32)})
+    inputs = decode(b'{"inputs": [[], []]}', {"v": SignatureInput(DT.DT_INT32)})
     assert shape_of(inputs.tensors["v"]) == [2, 0]
     out = tensor(DT.DT_FLOAT, (2, 0))
     assert codec.predict_response_json({"y": out}, False) == b'{"predictions":[[],[]]}'
@@ -416,7 +416,7 @@ def test_empty_dimensions():
 def test_big_input_goes_through_in_bulk():
     array = np.random.default_rng(0).random((500, 784), dtype=np.float32)
     body = orjson.dumps({"instances": array}, option=orjson.OPT_SERIALIZE_NUMPY)
-    proto = decode(body, {"image": InputSpec(DT.DT_FLOAT, (None, 784))}).tensors["image"]
+    proto = decode(body, {"image": SignatureInput(DT.DT_FLOAT, (None, 784))}).tensors["image"]
     np.testing.assert_array_equal(codec.tensor_to_array(proto), array)
     echoed = codec.predict_response_json({"image": proto}, False)
     np.testing.assert_array_equal(np.array(orjson.loads(echoed)["predictions"], np.float32), array)
@@ -424,11 +424,11 @@ def test_big_input_goes_through_in_bulk():
 
 # --- malformed requests: each error names its culprit --------------------------------------
 
-TWO = {"a": InputSpec(DT.DT_FLOAT), "b": InputSpec(DT.DT_INT32)}
-INT8 = {"n": InputSpec(DT.DT_INT8)}
-INT32 = {"n": InputSpec(DT.DT_INT32)}
-BOOL = {"flag": InputSpec(DT.DT_BOOL)}
-STRING = {"s": InputSpec(DT.DT_STRING)}
+TWO = {"a": SignatureInput(DT.DT_FLOAT), "b": SignatureInput(DT.DT_INT32)}
+INT8 = {"n": SignatureInput(DT.DT_INT8)}
+INT32 = {"n": SignatureInput(DT.DT_INT32)}
+BOOL = {"flag": SignatureInput(DT.DT_BOOL)}
+STRING = {"s": SignatureInput(DT.DT_STRING)}
 
 MALFORMED = [
     # (body, specs, options, words the message must contain)
@@ -489,7 +489,7 @@ MALFORMED = [
     ),
     (b'{"inputs": {"a": [1.0]}}', TWO, {}, ["'inputs'", "missing", "b"]),
     (b'{"inputs": {"a": [1.0], "b": [1.5]}}', TWO, {}, ["input 'b'", "DT_INT32", "1.5"]),
-    (b'{"inputs": [1]}', {"c": InputSpec(DT.DT_COMPLEX64)}, {}, ["input 'c'", "DT_COMPLEX64"]),
+    (b'{"inputs": [1]}', {"c": SignatureInput(DT.DT_COMPLEX64)}, {}, ["input 'c'", "DT_COMPLEX64"]),
     (
         b'{"inputs": [[1, 2, 3], [4, 5, 6]]}',
         FLOAT_X,

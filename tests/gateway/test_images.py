@@ -5,9 +5,10 @@ from gateway.image_files import chunk, inflating_to, jpeg, png
 
 from service.gateway import images
 from service.gateway.errors import Limit
-from service.gateway.images import ImageError, ImageInputSpec, Upload
+from service.gateway.images import ImageError, Upload
+from service.version_contract import InputSpec
 
-DIGIT = ImageInputSpec("image", 8, 8, 1, (0.0, 16.0))
+DIGIT = InputSpec("image", (8, 8, 1), "float32", (0.0, 16.0))
 IMAGE_PIXELS = Limit(64 * 64, "NNSERVE_MAX_IMAGE_PIXELS")
 REQUEST_PIXELS = Limit(3 * 64 * 64, "NNSERVE_MAX_REQUEST_PIXELS")
 

@@ -1,13 +1,11 @@
 """Beyond TF Serving: the model list, image uploads with labelled top-k, the demo page."""
 
 import io
-import shutil
-import tempfile
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from gateway.browser import headless_chromium, needs_chromium
 from gateway.servers import HALF_PLUS_TWO, LABELS, TWO_VERSIONS
 from PIL import Image
 from support import DIGITS_SPEC
@@ -15,9 +13,6 @@ from support import DIGITS_SPEC
 from pipeline.datasets import load_dataset
 from pipeline.preprocess import split_dataset
 from pipeline.spec import load_spec
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +90,8 @@ def test_jpeg_and_inverted_uploads(gateway, held_out_digits):
     assert result["top_k"][0]["label"] == str(labels[0])
 
 
-@pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="Debian's chromium and chromium-driver are not installed",
-)
+@needs_chromium
 def test_demo_page_in_headless_chromium(gateway, held_out_digits, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -109,24 +99,7 @@ def test_demo_page_in_headless_chromium(gateway, held_out_digits, tmp_path):
     images, labels = held_out_digits
     upload = tmp_path / "digit.png"
     upload.write_bytes(digit_png(images[1], size=128))
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tempfile.mkdtemp(prefix="nnserve-chromium-")
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    try:
-        browser.set_page_load_timeout(30)
+    with headless_chromium() as browser:
         browser.get(gateway.url + "/")
         wait = WebDriverWait(browser, 30)
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#model option[value='digits-cnn']"))
@@ -151,6 +124,3 @@ def test_demo_page_in_headless_chromium(gateway, held_out_digits, tmp_path):
             lambda b: b.find_element(By.ID, "answer").get_attribute("data-label") == str(labels[1])
         )
         assert f"It is a {labels[1]}" in browser.find_element(By.ID, "answer").text
-    finally:
-        browser.quit()
-        shutil.rmtree(profile, ignore_errors=True)

@@ -96,9 +96,7 @@ def test_every_record_of_an_export_is_replayed_before_the_version_serves(served)
     assert tf.make_ndarray(response.outputs["probabilities"]).shape == (1, 10)
 
 
-def test_a_version_whose_records_fail_is_not_loaded_and_the_served_one_stays(
-    served, tmp_path
-):
+def test_a_version_whose_records_fail_is_not_loaded_and_the_served_one_stays(served, tmp_path):
     # The records of a model whose input is named otherwise: TF Serving fails such a load.
     export = tmp_path / "export"
     shutil.copytree(served.base_path / "1", export)

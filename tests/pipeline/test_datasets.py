@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.datasets import Dataset, DatasetError, InputSpec, load_dataset, series_dataset
+from pipeline.datasets import Dataset, DatasetError, load_dataset, series_dataset
 from pipeline.devices import placed, plan_devices
 from pipeline.models import Head, build_model
 from pipeline.preprocess import Split, Splits, split_dataset, to_tf_dataset
@@ -23,6 +23,7 @@ from pipeline.spec import (
     TrainingSpec,
 )
 from pipeline.training import EpochProgress
+from service.version_contract import InputSpec
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,12 @@ from pydantic import TypeAdapter
 from support import DIGITS_SPEC
 
 from pipeline import reports, training
-from pipeline.datasets import InputSpec, load_dataset
+from pipeline.datasets import load_dataset
 from pipeline.flow import model_for
 from pipeline.models import Head, ModelError, build_model
 from pipeline.preprocess import split_dataset
 from pipeline.spec import AugmentationSpec, LossSpec, ModelSpec, OptimizerSpec, load_spec
+from service.version_contract import InputSpec
 
 IMAGE = InputSpec("image", (8, 8, 1), "float32", (0.0, 16.0))
 COLOUR = InputSpec("image", (32, 32, 3), "uint8", (0.0, 255.0))

@@ -10,9 +10,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from support import retrain_without_model_server
 
 from pipeline.datasets import Dataset, load_dataset
-from pipeline.flow import TrainingResult, train_model
+from pipeline.outcome import RetrainResult
 from pipeline.preprocess import Splits, split_dataset
 from pipeline.spec import load_spec
 
@@ -31,7 +32,7 @@ KINDS = {
 
 @dataclass(frozen=True)
 class Run:
-    result: TrainingResult
+    result: RetrainResult
     dataset: Dataset
     splits: Splits
     prices: np.ndarray  # every value of the CSV's price column
@@ -75,8 +76,8 @@ def held_out_runs(prefect_api, tmp_path_factory):
             dataset = load_dataset(spec.dataset)
             splits = split_dataset(dataset, spec.dataset)
             assert splits.train.targets.max() < 1000 < splits.test.targets.min()
-            result = train_model(
-                str(spec_path), model_repo=str(root / "models"), runs_dir=str(root / "runs")
+            result = retrain_without_model_server(
+                spec_path, model_repo=str(root / "models"), runs_dir=str(root / "runs")
             )
             done[kind] = Run(result, dataset, splits, prices)
         return done[kind]

@@ -14,11 +14,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import model_server_and_gateway, wait_until
+from support import model_server_and_gateway, retrain_without_model_server, wait_until
 
 from pipeline import reports, training
 from pipeline.datasets import load_dataset
-from pipeline.flow import head_of, train_model
+from pipeline.flow import head_of
 from pipeline.preprocess import split_dataset
 from pipeline.spec import load_spec
 
@@ -96,8 +96,8 @@ def ci_runs(prefect_api, tmp_path_factory, dataset_server):
     @functools.cache
     def run(name: str):
         overrides = overrides_for(name, dataset_server, root / "cache")
-        result = train_model(
-            str(SPECS_DIR / f"{name}.yaml"),
+        result = retrain_without_model_server(
+            SPECS_DIR / f"{name}.yaml",
             model_repo=str(root / "models"),
             runs_dir=str(root / "runs"),
             overrides=overrides,

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.spec import SpecError, load_spec
+from pipeline.spec import SpecError, load_spec, training_digest
 
 SPECS = sorted((Path(__file__).resolve().parents[2] / "pipeline" / "specs").glob("*.yaml"))
 
@@ -153,3 +153,137 @@ def test_a_missing_data_file_is_an_error_naming_the_spec_and_the_key(tmp_path):
     )
     with pytest.raises(SpecError, match=rf"^{path}: dataset\.path: Path does not point to a file"):
         load_spec(path)
+
+
+RETRAINING = MINIMAL + (
+    "retraining:\n"
+    "  cron: '0 3 * * *'\n"
+    "  timezone: Europe/Berlin\n"
+    "  keep_versions: 3\n"
+    "  parameters: {overrides: {training: {epochs: 2}}, force: true}\n"
+)
+
+
+def test_a_retraining_section_gives_schedule_parameters_and_versions_kept(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(RETRAINING)
+    retraining = load_spec(path).retraining
+    assert (retraining.cron, retraining.timezone, retraining.keep_versions) == (
+        "0 3 * * *",
+        "Europe/Berlin",
+        3,
+    )
+    assert retraining.parameters.overrides == {"training": {"epochs": 2}}
+    assert retraining.parameters.force is True
+    assert retraining.parameters.dataset_source is None
+
+
+def test_without_a_retraining_section_five_versions_are_kept(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(MINIMAL)
+    spec = load_spec(path)
+    assert spec.retraining is None
+    assert spec.keep_versions == 5
+
+
+def test_what_the_spec_accepts_as_a_schedule_prefect_accepts(tmp_path):
+    """The schedule package builds Prefect CronSchedules from these keys: they must not fail."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    path = tmp_path / "m.yaml"
+    path.write_text(RETRAINING.replace("'0 3 * * *'", "'30 2 * * 1-5'"))
+    retraining = load_spec(path).retraining
+    schedule = CronSchedule(cron=retraining.cron, timezone=retraining.timezone)
+    assert (schedule.cron, schedule.timezone) == ("30 2 * * 1-5", "Europe/Berlin")
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        (("'0 3 * * *'", "'0 3 * *'"), ["retraining.cron", 'Invalid cron string: "0 3 * *"']),
+        (("'0 3 * * *'", "'61 3 * * *'"), ["retraining.cron", "Invalid cron string"]),
+        (("'0 3 * * *'", "'H 3 * * *'"), ["retraining.cron", "Invalid cron string"]),
+        (
+            ("Europe/Berlin", "Europe/Berlinn"),
+            ["retraining.timezone", "unknown time zone 'Europe/Berlinn'"],
+        ),
+        (("Europe/Berlin", "CEST"), ["retraining.timezone", "unknown time zone 'CEST'"]),
+        (("keep_versions: 3", "keep_versions: 0"), ["retraining.keep_versions", "greater than 0"]),
+        (("force: true", "forced: true"), ["retraining.parameters.forced", "unknown key"]),
+        (("keep_versions: 3", "keep: 3"), ["retraining.keep", "unknown key"]),
+        (
+            ("{epochs: 2}", "{epochs: 0}"),
+            ["training.epochs", "(from retraining.parameters.overrides)"],
+        ),
+        (
+            ("force: true", "dataset_source: /data"),
+            ["retraining.parameters.dataset_source", "'digits' has no source or path"],
+        ),
+    ],
+    ids=[
+        "four-fields",
+        "minute-61",
+        "hashed",
+        "unknown-zone",
+        "abbreviation",
+        "keep-none",
+        "unknown-parameter",
+        "unknown-key",
+        "bad-scheduled-override",
+        "source-of-a-packaged-dataset",
+    ],
+)
+def test_a_bad_retraining_section_is_an_error_naming_the_key(tmp_path, change, names):
+    path = tmp_path / "m.yaml"
+    text = RETRAINING.replace(*change)
+    assert text != RETRAINING
+    path.write_text(text)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    for name in names:
+        assert name in message
+
+
+def test_a_dataset_source_replaces_the_path_or_source_the_dataset_is_read_from(tmp_path):
+    table = tmp_path / "now.csv"
+    table.write_text("x,y\n1,0\n")
+    path = tmp_path / "m.yaml"
+    old = f"{{name: csv-table, path: {tmp_path / 'old.csv'}, target: y}}"
+    path.write_text(MINIMAL.replace("{name: digits}", old))
+    assert load_spec(path, dataset_source=str(table)).dataset.path == table
+
+    path.write_text(MINIMAL.replace("{name: digits}", "{name: mnist}"))
+    spec = load_spec(path, dataset_source="http://127.0.0.1:1/mirror/")
+    assert spec.dataset.source == "http://127.0.0.1:1/mirror/"
+
+
+def test_a_bad_dataset_source_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        MINIMAL.replace("{name: digits}", f"{{name: csv-table, path: {path}, target: y}}")
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, dataset_source=str(tmp_path / "missing.csv"))
+    assert str(caught.value) == (
+        f"{path}: dataset.path: Path does not point to a file (from dataset_source)"
+    )
+    path.write_text(MINIMAL)
+    with pytest.raises(SpecError, match=r": dataset_source: dataset 'digits' has no source"):
+        load_spec(path, dataset_source="/data")
+
+
+def test_the_training_digest_ignores_the_gate_the_schedule_and_the_data_checks(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(MINIMAL)
+    plain = load_spec(path)
+    path.write_text(
+        RETRAINING.replace("dataset: {name: digits}", "dataset: {name: digits, checks: error}")
+        + "gate: {min_accuracy: 0.5, max_regression: 0.01}\n"
+    )
+    judged = load_spec(path)
+    assert judged.dataset.checks != plain.dataset.checks
+    assert training_digest(plain) == training_digest(judged)
+    path.write_text(MINIMAL.replace("{epochs: 1}", "{epochs: 2}"))
+    assert training_digest(load_spec(path)) != training_digest(plain)

@@ -13,14 +13,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from pydantic import TypeAdapter
-from support import is_available, model_server_and_gateway, wait_until
+from support import (
+    is_available,
+    model_server_and_gateway,
+    retrain_without_model_server,
+    wait_until,
+)
 
 from pipeline import training
-from pipeline.datasets import DatasetError, InputSpec, load_dataset
-from pipeline.flow import head_of, train_model
+from pipeline.datasets import DatasetError, load_dataset
+from pipeline.flow import head_of
 from pipeline.models import Head, ModelError, build_model
 from pipeline.preprocess import split_dataset
 from pipeline.spec import CsvTextDataset, EmbeddingLstmSpec, ModelSpec, load_spec
+from service.version_contract import InputSpec
 
 ROWS = 80
 SEQUENCE_LENGTH = 12
@@ -79,8 +85,8 @@ def text_runs(prefect_api, tmp_path_factory, reviews_csv):
             "optimizer: {name: adam, learning_rate: 0.01}\n"
             "training: {epochs: 15, batch_size: 8}\n"
         )
-        result = train_model(
-            str(spec_path), model_repo=str(root / "models"), runs_dir=str(root / "runs")
+        result = retrain_without_model_server(
+            spec_path, model_repo=str(root / "models"), runs_dir=str(root / "runs")
         )
         return result, load_spec(spec_path)
 
