@@ -26,18 +26,24 @@ from pipeline.spec import load_spec
 GATEWAY = "http://127.0.0.1:8000"
 PREFECT_API = "http://127.0.0.1:4200/api"
 DEMO_MODEL = "digits-cnn"
-ONE_SHOT = "train-demo"
+TRAIN_DEMO = "train-demo"
 # A spec that trains in seconds on a dataset scikit-learn ships.
 SECOND_SPEC, SECOND_MODEL = "pipeline/specs/iris-mlp.yaml", "iris-mlp"
 # Bounds, not expectations: a cold start trains the demo model on two busy cores.
 UP_TIMEOUT = 900
 SERVED_TIMEOUT = 180
 READY_TIMEOUT = 30
+ONE_SHOT_TIMEOUT = 300
 TRAIN_TIMEOUT = 600
 
 
+def one_shots(config: dict) -> set[str]:
+    """The services that run once (train-demo, register-schedules): `restart: "no"`."""
+    return {name for name, spec in config["services"].items() if spec.get("restart") == "no"}
+
+
 def long_running(config: dict) -> list[str]:
-    return [name for name in config["services"] if name != ONE_SHOT]
+    return [name for name in config["services"] if name not in one_shots(config)]
 
 
 def health(container: dict) -> str:
@@ -60,8 +66,9 @@ class Watch:
     """Polls the project's containers while `up` runs, keeping for each service the first
     successful healthcheck seen (Docker keeps only the last five) and its start time."""
 
-    def __init__(self, compose: Compose) -> None:
+    def __init__(self, compose: Compose, one_shots: set[str]) -> None:
         self.compose = compose
+        self.one_shots = one_shots
         self.healthy_at: dict[str, float] = {}
         self.started_at: dict[str, float] = {}
 
@@ -78,7 +85,7 @@ class Watch:
             ]
             if passed:
                 self.healthy_at[service] = min(self.healthy_at.get(service, passed[0]), *passed)
-            if service == ONE_SHOT and state["Status"] == "exited" and state["ExitCode"] == 0:
+            if service in self.one_shots and state["Status"] == "exited" and not state["ExitCode"]:
                 self.healthy_at[service] = timestamp(state["FinishedAt"])
         return containers
 
@@ -125,7 +132,7 @@ def watch_until_healthy(
             late = [s for s, state in states.items() if state != "healthy"]
             raise ComposeError(
                 f"not every service healthy within {UP_TIMEOUT} s of `up`: {states}\n"
-                f"{compose.logs(*late, ONE_SHOT)}"
+                f"{compose.logs(*late, *watch.one_shots)}"
             )
         time.sleep(1)
 
@@ -139,8 +146,8 @@ def config(compose: Compose) -> dict:
 
 
 @pytest.fixture(scope="module")
-def watch(compose: Compose) -> Watch:
-    return Watch(compose)
+def watch(compose: Compose, config: dict) -> Watch:
+    return Watch(compose, one_shots(config))
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +192,15 @@ def test_up_starts_every_service_healthy_in_the_declared_order(compose, config, 
     started = time.monotonic()
     up_until_healthy(compose, watch, long_running(config))
     TIMINGS["up until every service healthy"] = time.monotonic() - started
+    # A one-shot nothing waits for (register-schedules) fails without failing `up`.
+    for service in one_shots(config):
+        wait_for(
+            f"{service} finished",
+            lambda s=service: compose.containers()[s]["State"]["Status"] == "exited",
+            ONE_SHOT_TIMEOUT,
+            logs=lambda s=service: compose.logs(s),
+        )
+        assert compose.containers()[service]["State"]["ExitCode"] == 0, compose.logs(service)
     for service, spec in config["services"].items():
         for dependency, condition in spec.get("depends_on", {}).items():
             assert dependency in watch.healthy_at, (
@@ -196,9 +212,9 @@ def test_up_starts_every_service_healthy_in_the_declared_order(compose, config, 
 
 
 def test_train_demo_trained_through_the_prefect_server(compose):
-    container = compose.containers()[ONE_SHOT]
-    assert container["State"]["ExitCode"] == 0, compose.logs(ONE_SHOT)
-    assert versions(compose, DEMO_MODEL) == [1], compose.logs(ONE_SHOT)
+    container = compose.containers()[TRAIN_DEMO]
+    assert container["State"]["ExitCode"] == 0, compose.logs(TRAIN_DEMO)
+    assert versions(compose, DEMO_MODEL) == [1], compose.logs(TRAIN_DEMO)
     record = json.loads(
         read_in_volume(compose, f"/models/{DEMO_MODEL}/1/assets.extra/nnserve.json")
     )
@@ -206,7 +222,7 @@ def test_train_demo_trained_through_the_prefect_server(compose):
     response = httpx.get(f"{PREFECT_API}/flow_runs/{flow_run_id}", timeout=10)
     assert response.status_code == 200, (
         f"flow run {flow_run_id} of {DEMO_MODEL} version 1 is not on the Prefect server: "
-        f"{response.text}\n{compose.logs('prefect-server', ONE_SHOT)}"
+        f"{response.text}\n{compose.logs('prefect-server', TRAIN_DEMO)}"
     )
     assert response.json()["state_type"] == "COMPLETED", response.json()
 
@@ -261,19 +277,19 @@ def test_the_model_server_port_is_not_reachable_from_the_host(compose, config):
         assert probe.connect_ex(("127.0.0.1", 8500)) != 0, "127.0.0.1:8500 answers on the host"
 
 
-def restarts(compose: Compose) -> dict[str, tuple[str, int]]:
+def restarts(compose: Compose, config: dict) -> dict[str, tuple[str, int]]:
     return {
         service: (c["State"]["StartedAt"], c["RestartCount"])
         for service, c in compose.containers().items()
-        if service != ONE_SHOT
+        if service in long_running(config)
     }
 
 
-def test_a_second_model_trained_with_run_is_served_without_a_restart(compose):
-    before = restarts(compose)
+def test_a_second_model_trained_with_run_is_served_without_a_restart(compose, config):
+    before = restarts(compose, config)
     started = time.monotonic()
     trained = compose.run(
-        "run", "--rm", ONE_SHOT, "nnserve", "train", SECOND_SPEC, timeout=TRAIN_TIMEOUT
+        "run", "--rm", TRAIN_DEMO, "nnserve", "train", SECOND_SPEC, timeout=TRAIN_TIMEOUT
     )
     TIMINGS[f"docker compose run ... nnserve train {SECOND_SPEC}"] = time.monotonic() - started
     assert f"trained {SECOND_MODEL} version 1" in trained.stdout, trained.stdout[-3000:]
@@ -294,7 +310,7 @@ def test_a_second_model_trained_with_run_is_served_without_a_restart(compose):
     TIMINGS[f"{SECOND_MODEL} published until served"] = time.monotonic() - published
     (prediction,) = predict_example(compose, SECOND_MODEL)["predictions"]
     assert 0 <= prediction["class_id"] < 3, prediction
-    assert restarts(compose) == before, "a service was restarted"
+    assert restarts(compose, config) == before, "a service was restarted"
 
 
 def test_down_and_up_again_keeps_the_models_and_skips_training(compose, config, watch):
@@ -304,7 +320,7 @@ def test_down_and_up_again_keeps_the_models_and_skips_training(compose, config, 
     started = time.monotonic()
     up_until_healthy(compose, watch, long_running(config))
     TIMINGS["second up until every service healthy"] = time.monotonic() - started
-    skipped = compose.run("logs", "--no-color", ONE_SHOT).stdout
+    skipped = compose.run("logs", "--no-color", TRAIN_DEMO).stdout
     assert f"{DEMO_MODEL} already has a version in /models" in skipped, skipped
     assert versions(compose, DEMO_MODEL) == [1]
     for model in (DEMO_MODEL, SECOND_MODEL):
