@@ -328,10 +328,57 @@ def test_down_and_up_again_keeps_the_models_and_skips_training(compose, config, 
     assert httpx.get(f"{GATEWAY}/readyz", timeout=10).status_code == 200
 
 
-def test_a_deployment_run_from_the_prefect_api_publishes_a_version():
-    pytest.skip(
-        "needs scheduled retraining (`nnserve schedule` and its deployments, branch `schedule`): "
-        "a deployment run triggered through the Prefect API, picked up by the Compose worker"
+def test_a_deployment_run_from_the_prefect_api_publishes_a_version(compose):
+    """register-schedules registered the retraining deployments; a run of one, asked of the
+    Prefect API, is taken by the Compose worker, and the version it publishes gets served."""
+    found = httpx.post(
+        f"{PREFECT_API}/deployments/filter",
+        json={"deployments": {"name": {"any_": [DEMO_MODEL]}}},
+        timeout=10,
+    ).json()
+    assert found, f"no deployment {DEMO_MODEL} on the server\n{compose.logs('register-schedules')}"
+    before = versions(compose, DEMO_MODEL)
+    # A short run that the gate lets through whatever it scores: what is checked is the path
+    # from the API to a served version, not the model.
+    parameters = {
+        "spec_path": f"pipeline/specs/{DEMO_MODEL}.yaml",
+        "force": True,
+        "overrides": {"training": {"epochs": 2}, "gate": {"min_accuracy": 0, "max_regression": 1}},
+    }
+    created = httpx.post(
+        f"{PREFECT_API}/deployments/{found[0]['id']}/create_flow_run",
+        json={"parameters": parameters},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    flow_run = f"{PREFECT_API}/flow_runs/{created.json()['id']}"
+    started = time.monotonic()
+
+    def finished():
+        state = httpx.get(flow_run, timeout=10).json()["state"]
+        return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    state = wait_for(
+        "the deployment's flow run finished",
+        finished,
+        TRAIN_TIMEOUT,
+        logs=lambda: compose.logs("worker"),
+    )
+    TIMINGS["deployment run from the API until finished"] = time.monotonic() - started
+    assert state["type"] == "COMPLETED", f"{state}\n{compose.logs('worker')}"
+    (new,) = set(versions(compose, DEMO_MODEL)) - set(before)
+
+    def serving_new():
+        status = httpx.get(f"{GATEWAY}/v1/models/{DEMO_MODEL}/versions/{new}", timeout=10)
+        return status.status_code == 200 and any(
+            v["state"] == "AVAILABLE" for v in status.json()["model_version_status"]
+        )
+
+    wait_for(
+        f"{DEMO_MODEL} version {new} AVAILABLE",
+        serving_new,
+        SERVED_TIMEOUT,
+        logs=lambda: compose.logs("worker", "tfserving", "gateway"),
     )
 
 
