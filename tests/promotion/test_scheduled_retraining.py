@@ -128,6 +128,17 @@ def test_a_deployment_from_prefect_yaml_runs_on_a_worker_and_promotes_under_load
         assert not failures, failures[:5]
         labels = httpx.get(f"{stack.gateway_url}/v1/models", timeout=30).json()["models"]
         assert {m["name"]: m["labels"] for m in labels}[MODEL] == {"stable": "2", "previous": "1"}
+
+        # The next scheduled run finds the data and the spec as version 2 had them.
+        again = _run_deployment(f"retrain/{MODEL}", {"overrides": TINY})
+        state = _final_state(again, worker)
+        assert state.type.value == "COMPLETED", f"{state.name}: {state.message}"
+        assert state.message == "no new data since version 2"
+        assert _stable_version(stack) == 2
+        assert sorted(p.name for p in (stack.repo / MODEL).iterdir() if p.name.isdigit()) == [
+            "1",
+            "2",
+        ]
     finally:
         stop(worker)
 
