@@ -125,6 +125,8 @@ build_project
 log "$TFSERVING_IMAGE: $STANDINS/tfserving.Dockerfile on nnserve-trainer:0.1.0"
 nice -n 10 "$DOCKER" build --quiet --file "$STANDINS/tfserving.Dockerfile" \
     --build-arg TRAINER_IMAGE=nnserve-trainer:0.1.0 --tag "$TFSERVING_IMAGE" . >/dev/null
-# Each rebuild of the trainer leaves the previous one untagged (gigabytes): drop those.
+# Each rebuild of the trainer leaves the previous one untagged (gigabytes): drop those, and keep
+# BuildKit's cache (which makes the next build quick) from growing past what one full build takes.
 "$DOCKER" image prune --force >/dev/null
+"$DOCKER" builder prune --force --keep-storage 12GB >/dev/null
 log "done"
