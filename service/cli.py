@@ -48,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--grpc-port", type=int, default=8500)
     up.add_argument("--http-port", type=int, default=8000)
+    up.add_argument(
+        "--engine",
+        choices=("auto", "embedded", "docker"),
+        default="auto",
+        help="where the model server runs: `docker` runs NNSERVE_TFSERVING_IMAGE "
+        "(tensorflow/serving) on a Docker engine, `embedded` runs nnserve model-server; "
+        "`auto` (default) takes Docker where an engine answers and has the image",
+    )
     up.set_defaults(run=_up)
 
     train = commands.add_parser(
@@ -104,8 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     server = commands.add_parser(
         "model-server",
         help="serve SavedModels over TensorFlow Serving's gRPC API",
-        description="Takes TensorFlow Serving's flag names, as --flag=value or --flag value. "
+        description="Takes TensorFlow Serving's flag names, as --flag=value or --flag value, "
+        "and refuses any other flag, as TF Serving does. "
         "Serves from a child process that it starts again if it crashes.",
+        allow_abbrev=False,
     )
     add_model_server_arguments(server)
     server.set_defaults(run=_model_server)
@@ -209,6 +219,14 @@ def add_model_server_arguments(server: argparse.ArgumentParser) -> None:
         default=False,
     )
     server.add_argument(
+        "--enable_grpc_healthcheck_service",
+        type=_flag_value,
+        nargs="?",
+        const=True,
+        default=False,
+        help="also answer grpc.health.v1.Health/Check (default false, as TF Serving)",
+    )
+    server.add_argument(
         "--grpc_max_threads",
         type=_positive,
         default=DEFAULT_GRPC_MAX_THREADS,
@@ -251,7 +269,7 @@ def _up(args: argparse.Namespace) -> int:
 
     spec = args.spec or up.DEFAULT_SPEC
     try:
-        return up.run(spec, grpc_port=args.grpc_port, http_port=args.http_port)
+        return up.run(spec, grpc_port=args.grpc_port, http_port=args.http_port, engine=args.engine)
     except up.UpError as error:
         raise UserError(str(error)) from error
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pipeline
 from pipeline.spec import SpecError, load_spec
-from service import model_repository, serving_config
+from service import docker_model_server, model_repository, serving_config
 from service.ports import ensure_free
 from service.processes import dies_with_parent
 from service.settings import get_settings
@@ -38,7 +38,7 @@ class UpError(RuntimeError):
     pass
 
 
-def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
+def run(spec_path: Path, grpc_port: int, http_port: int, engine: str = "auto") -> int:
     try:
         spec = load_spec(spec_path)
     except SpecError as error:
@@ -46,6 +46,8 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
     for port in (grpc_port, http_port):
         ensure_free(HOST, port)
     settings = get_settings()
+    # Chosen before any training, so that a missing engine or image is said at once.
+    docker = _docker_engine(engine, settings.tfserving_image)
     repo = settings.model_repo.absolute()
     if not model_repository.complete_versions(repo / spec.name):
         print(f"no version of {spec.name} in {repo}: training it first", flush=True)
@@ -60,17 +62,26 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    model_server = _start(
-        "model-server",
-        "--host",
-        HOST,
-        f"--port={grpc_port}",
-        f"--model_config_file={config_file}",
-        # Promotions and rollbacks (`nnserve promote`, `nnserve rollback`) take effect within 1 s.
-        "--model_config_file_poll_wait_seconds=1",
-        # As TF Serving, a server starts from a config with version labels only with this flag.
-        "--allow_version_labels_for_unavailable_models=true",
-    )
+    if docker:
+        model_server = docker_model_server.ModelServerContainer.start(
+            docker, settings.tfserving_image, grpc_port, config_file, repo
+        )
+        print(
+            f"model server: container {model_server.name} of {settings.tfserving_image}",
+            flush=True,
+        )
+    else:
+        model_server = _start(
+            "model-server",
+            "--host",
+            HOST,
+            f"--port={grpc_port}",
+            f"--model_config_file={config_file}",
+            # Promotions and rollbacks (`nnserve promote`, `rollback`) take effect within 1 s.
+            "--model_config_file_poll_wait_seconds=1",
+            # As TF Serving, a server starts from a config with version labels only with this.
+            "--allow_version_labels_for_unavailable_models=true",
+        )
     gateway = _start(
         "gateway",
         "--host",
@@ -97,6 +108,24 @@ def run(spec_path: Path, grpc_port: int, http_port: int) -> int:
         return 0
     finally:
         _stop_all(children)
+        if docker:
+            model_server.remove()
+
+
+def _docker_engine(engine: str, image: str):
+    """The Docker client to run the model server with, or None for the embedded one: `auto`
+    takes Docker where an engine answers and has the image, `docker` insists on it."""
+    if engine == "embedded":
+        return None
+    try:
+        client = docker_model_server.engine()
+        docker_model_server.check_image(client, image)
+    except docker_model_server.DockerEngineError as error:
+        if engine == "docker":
+            raise UpError(str(error)) from error
+        print(f"model server: embedded, as {error}", flush=True)
+        return None
+    return client
 
 
 @dataclass(frozen=True)
