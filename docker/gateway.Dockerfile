@@ -1,8 +1,11 @@
 # The gateway image: `nnserve gateway` on a slim Python, with the base install only (no TensorFlow).
 # Build from the repository root: docker build -f docker/gateway.Dockerfile -t nnserve-gateway:0.1.0 .
+# The base image is a build argument so that a machine without registry access can build on a
+# local stand-in (docker/standins/); the default is the upstream image.
+ARG PYTHON_IMAGE=python
 ARG PYTHON_TAG=3.11.14-slim-bookworm
 
-FROM python:${PYTHON_TAG} AS build
+FROM ${PYTHON_IMAGE}:${PYTHON_TAG} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/nnserve
@@ -13,7 +16,7 @@ COPY pipeline ./pipeline
 # `.` without extras: the gateway's runtime dependencies and nothing else.
 RUN /opt/nnserve/bin/pip install .
 
-FROM python:${PYTHON_TAG}
+FROM ${PYTHON_IMAGE}:${PYTHON_TAG}
 RUN groupadd --system --gid 10001 nnserve \
     && useradd --system --uid 10001 --gid nnserve --no-create-home --shell /usr/sbin/nologin nnserve
 COPY --from=build /opt/nnserve /opt/nnserve

@@ -13,8 +13,9 @@ listed model has loaded, so listing it would stall the server's start.
 """
 
 import argparse
+import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 from service import serving_config
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     if not output.parent.is_dir():
         parser.error(f"cannot write {output}: {output.parent} is not a directory")
     failures = (serving_config.ServingConfigError, serving_config.PromotionError, ModelServerError)
+    # As a container's main process it gets no default SIGTERM handling: without this, `docker
+    # compose down` waits its 10 s and kills it. A write in progress is finished first.
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     with ModelStatusClient(args.model_server) as model_server:
         while True:
             try:
@@ -76,9 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{output}: {error}", file=sys.stderr, flush=True)
                 if args.watch is None:
                     return 1
-            if args.watch is None:
+            if args.watch is None or stopping.wait(args.watch):
                 return 0
-            time.sleep(args.watch)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
 #   docker build -f docker/trainer.Dockerfile -t nnserve-trainer:0.1.0 .
 #   docker build -f docker/trainer.Dockerfile -t nnserve-trainer:0.1.0-gpu \
 #       --build-arg TENSORFLOW_TAG=2.21.0-gpu .
+# The base image is a build argument so that a machine without registry access can build on a
+# local stand-in (docker/standins/); the default is the upstream image.
+ARG TENSORFLOW_IMAGE=tensorflow/tensorflow
 ARG TENSORFLOW_TAG=2.21.0
 
-FROM tensorflow/tensorflow:${TENSORFLOW_TAG} AS build
+FROM ${TENSORFLOW_IMAGE}:${TENSORFLOW_TAG} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # The base image's site-packages stay visible: its TensorFlow (CPU or GPU build) satisfies the
@@ -17,7 +20,7 @@ COPY service ./service
 COPY pipeline ./pipeline
 RUN /opt/nnserve/bin/pip install ".[pipeline,kubernetes]"
 
-FROM tensorflow/tensorflow:${TENSORFLOW_TAG}
+FROM ${TENSORFLOW_IMAGE}:${TENSORFLOW_TAG}
 RUN groupadd --system --gid 10001 nnserve \
     && useradd --system --uid 10001 --gid nnserve --no-create-home --shell /usr/sbin/nologin nnserve \
     && mkdir -p /models /runs /datasets \

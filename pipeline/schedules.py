@@ -154,7 +154,13 @@ def serve(schedules: list[Schedule]) -> None:
     stop = threading.Event()
     if not api:
         # Prefect's ephemeral API runs no scheduler service, so nothing would ever fall due:
-        # ask it to schedule each deployment's coming runs, as a server's scheduler does.
+        # ask it to schedule each deployment's coming runs, as a server's scheduler does. The
+        # temporary server is started first, here: a client that finds another thread starting
+        # it connects before it listens.
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            client.api_healthcheck()
         threading.Thread(
             target=_keep_runs_scheduled,
             args=([s.deployment for s in schedules], stop),

@@ -54,6 +54,7 @@ ENVIRONMENT = {
     "NNSERVE_MODEL_CONFIG_FILE": "the record of what is served (default "
     "NNSERVE_MODEL_REPO/models.config)",
     "NNSERVE_TFSERVING_ADDR": "the model server's gRPC address (default localhost:8500)",
+    "NNSERVE_TFSERVING_IMAGE": "the image --engine docker runs (default tensorflow/serving:2.20.0)",
     "NNSERVE_DATA_DIR": "downloaded dataset files (default ~/.cache/nnserve/datasets)",
     "NNSERVE_PROMOTION_TIMEOUT_SECONDS": "how long a promotion waits for the model server "
     "(default 300)",
@@ -71,13 +72,14 @@ def _environment(*names: str) -> str:
     return "environment:\n" + "\n".join(f"  {name}\n      {ENVIRONMENT[name]}" for name in names)
 
 
-def _command(commands, name: str, help: str, description: str | None = None, reads=()):
+def _command(commands, name: str, help: str, description: str | None = None, reads=(), **parser):
     return commands.add_parser(
         name,
         help=help,
         description=description or help[0].upper() + help[1:] + ".",
         epilog=_environment(*reads) if reads else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        **parser,
     )
 
 
@@ -112,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
             "NNSERVE_MODEL_REPO",
             "NNSERVE_RUNS_DIR",
             "NNSERVE_MODEL_CONFIG_FILE",
+            "NNSERVE_TFSERVING_IMAGE",
             "NNSERVE_LOG_LEVEL",
             "PREFECT_API_URL",
         ),
@@ -128,6 +131,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--http-port", type=int, default=8000, help="the gateway's HTTP port (default 8000)"
+    )
+    up.add_argument(
+        "--engine",
+        choices=("auto", "embedded", "docker"),
+        default="auto",
+        help="where the model server runs: `docker` runs NNSERVE_TFSERVING_IMAGE "
+        "(tensorflow/serving) on a Docker engine, `embedded` runs nnserve model-server; "
+        "`auto` (default) takes Docker where an engine answers and has the image",
     )
     _add_verbose(up)
     up.set_defaults(run=_up)
@@ -215,10 +226,11 @@ def _parser() -> argparse.ArgumentParser:
         commands,
         "model-server",
         "serve SavedModels over TensorFlow Serving's gRPC API",
-        "Takes TensorFlow Serving's flag names, as --flag=value or --flag value. "
-        "Serves from a child process that it starts again if it crashes; logs one JSON object "
-        "per line on stderr.",
+        "Takes TensorFlow Serving's flag names, as --flag=value or --flag value, and refuses "
+        "any other flag, as TF Serving does. Serves from a child process that it starts again "
+        "if it crashes; logs one JSON object per line on stderr.",
         reads=("NNSERVE_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"),
+        allow_abbrev=False,
     )
     add_model_server_arguments(server)
     server.set_defaults(run=_model_server)
@@ -364,6 +376,14 @@ def add_model_server_arguments(server: argparse.ArgumentParser) -> None:
         "(default: false)",
     )
     server.add_argument(
+        "--enable_grpc_healthcheck_service",
+        type=_flag_value,
+        nargs="?",
+        const=True,
+        default=False,
+        help="also answer grpc.health.v1.Health/Check (default false, as TF Serving)",
+    )
+    server.add_argument(
         "--grpc_max_threads",
         type=_positive,
         default=DEFAULT_GRPC_MAX_THREADS,
@@ -410,7 +430,11 @@ def _up(args: argparse.Namespace) -> int:
     spec = args.spec or up.DEFAULT_SPEC
     try:
         return up.run(
-            spec, grpc_port=args.grpc_port, http_port=args.http_port, verbose=args.verbose
+            spec,
+            grpc_port=args.grpc_port,
+            http_port=args.http_port,
+            engine=args.engine,
+            verbose=args.verbose,
         )
     except up.UpError as error:
         raise UserError(str(error)) from error

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     tfserving_addr: str = Field(
         "localhost:8500", description="host:port of the TensorFlow Serving gRPC API"
     )
+    tfserving_image: str = Field(
+        "tensorflow/serving:2.20.0",
+        description="Image `nnserve up --engine docker` runs the model server from",
+    )
     request_timeout_seconds: float = Field(
         10.0, gt=0, description="Deadline of one gateway call to the model server"
     )

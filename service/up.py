@@ -24,7 +24,7 @@ from pathlib import Path
 import pipeline
 from pipeline.dataset_files import DatasetError, check_files
 from pipeline.spec import SpecError, load_spec
-from service import console, model_repository, serving_config
+from service import console, docker_model_server, model_repository, serving_config
 from service.console import OVERALL
 from service.ports import ensure_free
 from service.processes import dies_with_parent
@@ -40,7 +40,9 @@ class UpError(RuntimeError):
     pass
 
 
-def run(spec_path: Path, grpc_port: int, http_port: int, verbose: bool = False) -> int:
+def run(
+    spec_path: Path, grpc_port: int, http_port: int, engine: str = "auto", verbose: bool = False
+) -> int:
     try:
         spec = load_spec(spec_path)
         check_files(spec.dataset)
@@ -49,6 +51,8 @@ def run(spec_path: Path, grpc_port: int, http_port: int, verbose: bool = False) 
     for port in (grpc_port, http_port):
         ensure_free(HOST, port)
     settings = get_settings()
+    # Chosen before any training, so that a missing engine or image is said at once.
+    docker = _docker_engine(engine, settings.tfserving_image)
     repo = settings.model_repo.absolute()
     if not model_repository.complete_versions(repo / spec.name):
         print(f"no version of {spec.name} in {repo}: training it first", flush=True)
@@ -65,20 +69,29 @@ def run(spec_path: Path, grpc_port: int, http_port: int, verbose: bool = False) 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     print(f"starting the model server and the gateway on {HOST}", flush=True)
-    # Their JSON logs at WARNING unless asked for more: no request log of the readiness checks.
+    # Their logs at WARNING unless asked for more: no request log of the readiness checks.
     logs = {} if not console.is_quiet(verbose) else {"NNSERVE_LOG_LEVEL": "WARNING"}
-    model_server = _start(
-        "model-server",
-        "--host",
-        HOST,
-        f"--port={grpc_port}",
-        f"--model_config_file={config_file}",
-        # Promotions and rollbacks (`nnserve promote`, `nnserve rollback`) take effect within 1 s.
-        "--model_config_file_poll_wait_seconds=1",
-        # As TF Serving, a server starts from a config with version labels only with this flag.
-        "--allow_version_labels_for_unavailable_models=true",
-        env=logs,
-    )
+    if docker:
+        model_server = docker_model_server.ModelServerContainer.start(
+            docker, settings.tfserving_image, grpc_port, config_file, repo
+        )
+        print(
+            f"model server: container {model_server.name} of {settings.tfserving_image}",
+            flush=True,
+        )
+    else:
+        model_server = _start(
+            "model-server",
+            "--host",
+            HOST,
+            f"--port={grpc_port}",
+            f"--model_config_file={config_file}",
+            # Promotions and rollbacks (`nnserve promote`, `rollback`) take effect within 1 s.
+            "--model_config_file_poll_wait_seconds=1",
+            # As TF Serving, a server starts from a config with version labels only with this.
+            "--allow_version_labels_for_unavailable_models=true",
+            env=logs,
+        )
     gateway = _start(
         "gateway",
         "--host",
@@ -106,6 +119,24 @@ def run(spec_path: Path, grpc_port: int, http_port: int, verbose: bool = False) 
         return 0
     finally:
         _stop_all(children)
+        if docker:
+            model_server.remove()
+
+
+def _docker_engine(engine: str, image: str):
+    """The Docker client to run the model server with, or None for the embedded one: `auto`
+    takes Docker where an engine answers and has the image, `docker` insists on it."""
+    if engine == "embedded":
+        return None
+    try:
+        client = docker_model_server.engine()
+        docker_model_server.check_image(client, image)
+    except docker_model_server.DockerEngineError as error:
+        if engine == "docker":
+            raise UpError(str(error)) from error
+        print(f"model server: embedded, as {error}", flush=True)
+        return None
+    return client
 
 
 @dataclass(frozen=True)

@@ -261,7 +261,12 @@ def prefect_server(home: Path, timeout: float = 180) -> Iterator[str]:
     log = (home / "server.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", *start, "--analytics-off"],
-        env={**os.environ, **prefect_environment(home)},
+        env={
+            **os.environ,
+            **prefect_environment(home),
+            # Scheduled runs are made within seconds of a deployment's registration, not a minute.
+            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
         preexec_fn=dies_with_parent(signal.SIGKILL),

@@ -8,7 +8,9 @@ import signal
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import httpx
 import yaml
 from support import (
     DIGITS_SPEC,
@@ -137,11 +139,81 @@ def test_schedule_serves_lists_and_stops_on_sigterm(prefect_api, tmp_path):
         }
         assert found["digits-cnn"].parameters["spec_path"] == "pipeline/specs/digits-cnn.yaml"
         assert found["digits-cnn"].entrypoint == schedules.ENTRYPOINT
+        # The server's scheduler makes the coming runs, at the spec's time in its time zone.
+        scheduled: list = []
+        wait_until(
+            lambda: scheduled.extend(_scheduled_runs(prefect_api, "hourly-digits")) or scheduled,
+            120,
+            "runs of hourly-digits scheduled by the Prefect server",
+            served,
+        )
+        for run in scheduled:
+            assert run.expected_start_time.astimezone(ZoneInfo("Europe/Berlin")).minute == 30
 
         served.send_signal(signal.SIGTERM)
         assert served.wait(60) == 0
     finally:
         stop(served)
+
+
+def test_schedule_without_a_server_schedules_the_runs_itself(tmp_path, monkeypatch):
+    """Prefect's ephemeral API runs no scheduler service: `nnserve schedule` asks it to schedule
+    the coming runs, or nothing would ever fall due."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    spec = _spec(tmp_path, "nightly-digits", 'cron: "0 3 * * *"')
+    served = nnserve(
+        "schedule",
+        str(spec),
+        env=prefect_environment(tmp_path / "prefect"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output = read_until(served, "temporary server on", timeout=180)
+        api_url = re.search(r"temporary server on (http://127\.0\.0\.1:\d+)", output).group(1)
+        scheduled: list = []
+        wait_until(
+            lambda: (
+                scheduled.extend(_scheduled_runs(f"{api_url}/api", "nightly-digits")) or scheduled
+            ),
+            120,
+            "runs of the deployment scheduled on the ephemeral API",
+            served,
+        )
+        for run in scheduled:
+            start = run.expected_start_time.astimezone(UTC)
+            assert (start.hour, start.minute) == (3, 0), start
+        served.send_signal(signal.SIGTERM)
+        assert served.wait(60) == 0
+    finally:
+        stop(served)
+
+
+def _scheduled_runs(api_url: str, deployment: str) -> list:
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    only_scheduled = FlowRunFilterStateType(any_=[StateType.SCHEDULED])
+    try:
+        with (
+            temporary_settings(updates={PREFECT_API_URL: api_url}),
+            get_client(sync_client=True) as client,
+        ):
+            return client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=only_scheduled)),
+            )
+    except httpx.TransportError:  # the temporary server is announced before it listens
+        return []
 
 
 def _deployments(names: tuple[str, ...]) -> dict:

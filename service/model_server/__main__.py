@@ -16,7 +16,7 @@ log = logging.getLogger("nnserve.model_server")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nnserve model-server")
+    parser = argparse.ArgumentParser(prog="nnserve model-server", allow_abbrev=False)
     add_model_server_arguments(parser)
     args = parser.parse_args(argv)
     json_logging.configure(get_settings().log_level)
@@ -69,6 +69,7 @@ def _serve(args: argparse.Namespace) -> None:
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
         grpc_max_threads=args.grpc_max_threads,
         grpc_channel_arguments=parse_channel_arguments(args.grpc_channel_arguments),
+        enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
     )
     try:
         serve(models, options)

@@ -45,6 +45,7 @@ class ServerOptions:
     allow_version_labels_for_unavailable_models: bool = False
     grpc_max_threads: int = DEFAULT_GRPC_MAX_THREADS
     grpc_channel_arguments: ChannelArguments = ()
+    enable_grpc_healthcheck_service: bool = False
 
 
 def build_server(
@@ -53,6 +54,7 @@ def build_server(
     port: int,
     max_threads: int = DEFAULT_GRPC_MAX_THREADS,
     channel_arguments: ChannelArguments = (),
+    health_check: bool = False,
 ) -> grpc.Server:
     arguments = dict(DEFAULT_CHANNEL_ARGUMENTS)
     arguments.update(channel_arguments)
@@ -66,14 +68,15 @@ def build_server(
         PredictionService(manager), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-    health_servicer = health.HealthServicer()
-    for service_name in (
-        "",
-        "tensorflow.serving.PredictionService",
-        "tensorflow.serving.ModelService",
-    ):
-        health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if health_check:
+        health_servicer = health.HealthServicer()
+        for service_name in (
+            "",
+            "tensorflow.serving.PredictionService",
+            "tensorflow.serving.ModelService",
+        ):
+            health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{host}:{port}"
     try:
         server.add_insecure_port(address)
@@ -127,6 +130,8 @@ def serve(models: list[ModelConfig], options: ServerOptions) -> None:
         options.port,
         options.grpc_max_threads,
         options.grpc_channel_arguments,
+        # As TF Serving: grpc.health.v1 only when asked for (Kubernetes' gRPC probe asks).
+        health_check=options.enable_grpc_healthcheck_service,
     )
     load_initial_models(manager, models)
     manager.start_polling(options.file_system_poll_wait_seconds)

@@ -374,3 +374,14 @@ def test_training_job_template_defaults_match_the_manifests(objects, variable):
             defaults["image"]["default"]
             == worker["spec"]["template"]["spec"]["containers"][0]["image"] + "-gpu"
         )
+
+
+def test_nnserve_model_server_takes_every_flag_given_to_tf_serving(compose, objects):
+    """The Compose stand-in for tensorflow/serving runs `nnserve model-server` with compose.yaml's
+    flags as they are, so it must take each of them (and the manifests' too)."""
+    tfserving = find(dev(objects), "Deployment", "tfserving")["spec"]["template"]["spec"]
+    for args in (compose["services"]["tfserving"]["command"], tfserving["containers"][0]["args"]):
+        parsed = _parser().parse_args(["model-server", *args])
+        for name, value in flags(args).items():
+            taken = getattr(parsed, name)
+            assert (str(taken) if isinstance(taken, Path) else taken) == yaml.safe_load(value), name

@@ -4,6 +4,7 @@ and is a file TF Serving's own parser takes. Here no model server answers; tests
 the script against one."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,23 @@ def test_watch_adds_a_model_once_its_first_version_is_published(tmp_path):
         watcher.kill()
         watcher.wait()
     assert f"{output}: serving iris-mlp version 1 (stable)" in watcher.stdout.read()
+
+
+def test_watch_stops_on_sigterm_between_looks(tmp_path):
+    """`docker compose down` sends SIGTERM to the container's main process, which has no default
+    handling for it: the watcher must stop by itself, not wait to be killed."""
+    add_version(tmp_path, "digits-cnn", "1")
+    output = tmp_path / "models.config"
+    watcher = run_script(
+        "--repo", str(tmp_path), "--model-server", f"127.0.0.1:{free_port()}", "--watch", "60"
+    )
+    try:
+        wait_until(output.exists, 30, "the first config", watcher)
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(timeout=20) == 0
+    finally:
+        watcher.kill()
+        watcher.wait()
 
 
 @pytest.mark.parametrize(

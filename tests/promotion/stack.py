@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,12 +175,15 @@ class Answer:
 @dataclass
 class Load:
     """Clients that each send x = 1.0 for `model` in a loop, with no version: `http_clients`
-    through the gateway's default route, `grpc_clients` straight to the model server."""
+    through the gateway's default route, `grpc_clients` straight to the model server. Other
+    models get `http_body` through the gateway, `answer_value` reading what they answer."""
 
     stack: Stack
     model: str
     http_clients: int = 3
     grpc_clients: int = 2
+    http_body: dict = field(default_factory=lambda: {"instances": [[1.0]]})
+    answer_value: Callable[[dict], float] = lambda answer: answer["predictions"][0][0]
     max_requests_per_client: int = 5000
     pause_seconds: float = 0.005  # between a client's requests, so loading a version gets CPU
     answers: list[Answer] = field(default_factory=list)
@@ -223,12 +227,12 @@ class Load:
                     return
                 started = time.monotonic()
                 try:
-                    response = client.post(url, json={"instances": [[1.0]]})
+                    response = client.post(url, json=self.http_body)
                 except httpx.HTTPError as error:
                     self._record(Answer(name, started, time.monotonic(), error=repr(error)))
                     continue
                 if response.status_code == 200:
-                    value = response.json()["predictions"][0][0]
+                    value = self.answer_value(response.json())
                     self._record(Answer(name, started, time.monotonic(), value=value))
                 else:
                     problem = f"{response.status_code} {response.text}"

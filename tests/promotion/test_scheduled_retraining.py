@@ -8,13 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 import numpy as np
 import pytest
-from promotion.stack import start_stack
+from promotion.stack import Load, start_stack
 from support import (
     DIGITS_SPEC,
     REPO_ROOT,
@@ -116,18 +115,39 @@ def test_a_deployment_from_prefect_yaml_runs_on_a_worker_and_promotes_under_load
         stderr=subprocess.STDOUT,
     )
     try:
-        with GatewayLoad(stack.gateway_url, clients=4) as load:
+        with Load(
+            stack,
+            MODEL,
+            http_clients=4,
+            grpc_clients=0,
+            http_body={"instances": np.zeros((1, 8, 8, 1)).tolist()},
+            answer_value=lambda answer: answer["predictions"][0]["class_id"],
+            # A training run lasts minutes: clients keep calling until it is promoted.
+            max_requests_per_client=100_000,
+            pause_seconds=0.02,
+        ) as load:
             # The UI's "Custom run" and `prefect deployment run --param` send these parameters.
             flow_run = _run_deployment(f"retrain/{MODEL}", {"overrides": TINY, "force": True})
             state = _final_state(flow_run, worker)
             assert state.type.value == "COMPLETED", f"{state.name}: {state.message}"
             wait_until(lambda: _stable_version(stack) == 2, 60, "version 2 stable", worker)
             moment = time.monotonic()
-            load.wait_for_answers_after(moment, 3)
-        failures = [answer for answer in load.answers if answer[1] is not None]
+            load.wait_for_answers_started_after(moment, 3)
+        failures = [answer for answer in load.answers if answer.error is not None]
         assert not failures, failures[:5]
         labels = httpx.get(f"{stack.gateway_url}/v1/models", timeout=30).json()["models"]
         assert {m["name"]: m["labels"] for m in labels}[MODEL] == {"stable": "2", "previous": "1"}
+
+        # The next scheduled run finds the data and the spec as version 2 had them.
+        again = _run_deployment(f"retrain/{MODEL}", {"overrides": TINY})
+        state = _final_state(again, worker)
+        assert state.type.value == "COMPLETED", f"{state.name}: {state.message}"
+        assert state.message == "no new data since version 2"
+        assert _stable_version(stack) == 2
+        assert sorted(p.name for p in (stack.repo / MODEL).iterdir() if p.name.isdigit()) == [
+            "1",
+            "2",
+        ]
     finally:
         stop(worker)
 
@@ -165,48 +185,3 @@ def _final_state(flow_run, worker: subprocess.Popen):
         worker,
     )
     return states[-1]
-
-
-class GatewayLoad:
-    """`clients` threads each posting a digits image to the gateway's default route in a loop
-    until the block ends; `answers` holds (time started, error or None) per request."""
-
-    def __init__(self, gateway_url: str, clients: int) -> None:
-        self.url = f"{gateway_url}/v1/models/{MODEL}:predict"
-        self.clients = clients
-        self.answers: list[tuple[float, str | None]] = []
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def __enter__(self) -> "GatewayLoad":
-        for index in range(self.clients):
-            thread = threading.Thread(target=self._call, name=f"client-{index}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
-
-    def wait_for_answers_after(self, moment: float, count: int) -> None:
-        def enough() -> bool:
-            return sum(started > moment for started, _ in list(self.answers)) >= count
-
-        wait_until(enough, 60, f"{count} answers after the promotion", None)
-
-    def _call(self) -> None:
-        image = np.zeros((1, 8, 8, 1)).tolist()
-        with httpx.Client(timeout=30) as client:
-            for _ in range(100_000):  # bounded; the block's end stops it much sooner
-                if self._stop.is_set():
-                    return
-                started = time.monotonic()
-                try:
-                    response = client.post(self.url, json={"instances": image})
-                    error = None if response.status_code == 200 else response.text
-                except httpx.HTTPError as failure:
-                    error = repr(failure)
-                self.answers.append((started, error))
-                time.sleep(0.02)
