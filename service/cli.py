@@ -341,14 +341,7 @@ def add_model_server_arguments(server: argparse.ArgumentParser) -> None:
         default=1.0,
         help="seconds between scans for new versions; 0 scans once at start (default 1.0)",
     )
-    server.add_argument(
-        "--enable_batching",
-        type=_flag_value,
-        nargs="?",
-        const=True,
-        default=False,
-        help="merge concurrent calls into batches (default: false)",
-    )
+    _add_flag(server, "--enable_batching", "merge concurrent calls into batches (default: false)")
     server.add_argument(
         "--batching_parameters_file",
         type=Path,
@@ -366,22 +359,15 @@ def add_model_server_arguments(server: argparse.ArgumentParser) -> None:
             default=0,
             help=f"{meaning} (default 0: TensorFlow chooses)",
         )
-    server.add_argument(
+    _add_flag(
+        server,
         "--allow_version_labels_for_unavailable_models",
-        type=_flag_value,
-        nargs="?",
-        const=True,
-        default=False,
-        help="let a new version label point to a version not loaded yet, as TF Serving "
-        "(default: false)",
+        "let a new version label point to a version not loaded yet, as TF Serving (default: false)",
     )
-    server.add_argument(
+    _add_flag(
+        server,
         "--enable_grpc_healthcheck_service",
-        type=_flag_value,
-        nargs="?",
-        const=True,
-        default=False,
-        help="also answer grpc.health.v1.Health/Check (default false, as TF Serving)",
+        "also answer grpc.health.v1.Health/Check (default false, as TF Serving)",
     )
     server.add_argument(
         "--grpc_max_threads",
@@ -408,6 +394,11 @@ def add_model_server_arguments(server: argparse.ArgumentParser) -> None:
             default=default,
             help=f"most {meaning} a Predict may send (nnserve only; default {default})",
         )
+
+
+def _add_flag(server: argparse.ArgumentParser, name: str, help: str) -> None:
+    """A TF Serving boolean flag, off unless given (`--flag`, `--flag=true`)."""
+    server.add_argument(name, type=_flag_value, nargs="?", const=True, default=False, help=help)
 
 
 def check_model_server_arguments(args: argparse.Namespace) -> None:
