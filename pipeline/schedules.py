@@ -136,22 +136,11 @@ def serve(schedules: list[Schedule]) -> None:
     from prefect import serve as prefect_serve
     from prefect.settings import PREFECT_API_URL
 
-    api = PREFECT_API_URL.value()
-    for schedule in schedules:
-        print(
-            f"{schedule.deployment}  cron {schedule.cron!r} ({schedule.timezone})  "
-            f"next run {schedule.next_run().isoformat()}  spec {schedule.spec_path}"
-        )
-    print(
-        f"serving {len(schedules)} retraining deployment(s) on "
-        f"{api or 'an ephemeral Prefect API (set PREFECT_API_URL to use a server and its UI)'}"
-        "; Ctrl-C or SIGTERM stops",
-        flush=True,
-    )
     # Prefect's runner stops on SIGTERM with exit status 0 once it runs; the same before, while
     # it registers the deployments.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     stop = threading.Event()
+    api = PREFECT_API_URL.value()
     if not api:
         # Prefect's ephemeral API runs no scheduler service, so nothing would ever fall due:
         # ask it to schedule each deployment's coming runs, as a server's scheduler does. The
@@ -161,12 +150,27 @@ def serve(schedules: list[Schedule]) -> None:
 
         with get_client(sync_client=True) as client:
             client.api_healthcheck()
+            where = (
+                f"Prefect's temporary API at {client.api_url} (no UI; set PREFECT_API_URL to "
+                "use a server and its UI)"
+            )
         threading.Thread(
             target=_keep_runs_scheduled,
             args=([s.deployment for s in schedules], stop),
             name="schedule-runs",
             daemon=True,
         ).start()
+    else:
+        where = api
+    for schedule in schedules:
+        print(
+            f"{schedule.deployment}  cron {schedule.cron!r} ({schedule.timezone})  "
+            f"next run {schedule.next_run().isoformat()}  spec {schedule.spec_path}"
+        )
+    print(
+        f"serving {len(schedules)} retraining deployment(s) on {where}; Ctrl-C or SIGTERM stops",
+        flush=True,
+    )
     try:
         prefect_serve(*deployments(schedules), print_starting_message=False)
     finally:

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import httpx
 import yaml
 from support import (
     DIGITS_SPEC,
@@ -170,13 +169,11 @@ def test_schedule_without_a_server_schedules_the_runs_itself(tmp_path, monkeypat
         text=True,
     )
     try:
-        output = read_until(served, "temporary server on", timeout=180)
-        api_url = re.search(r"temporary server on (http://127\.0\.0\.1:\d+)", output).group(1)
+        output = read_until(served, "Ctrl-C or SIGTERM stops", timeout=180)
+        api_url = re.search(r"temporary API at (http://127\.0\.0\.1:\d+/api)", output).group(1)
         scheduled: list = []
         wait_until(
-            lambda: (
-                scheduled.extend(_scheduled_runs(f"{api_url}/api", "nightly-digits")) or scheduled
-            ),
+            lambda: scheduled.extend(_scheduled_runs(api_url, "nightly-digits")) or scheduled,
             120,
             "runs of the deployment scheduled on the ephemeral API",
             served,
@@ -203,17 +200,14 @@ def _scheduled_runs(api_url: str, deployment: str) -> list:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     only_scheduled = FlowRunFilterStateType(any_=[StateType.SCHEDULED])
-    try:
-        with (
-            temporary_settings(updates={PREFECT_API_URL: api_url}),
-            get_client(sync_client=True) as client,
-        ):
-            return client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=only_scheduled)),
-            )
-    except httpx.TransportError:  # the temporary server is announced before it listens
-        return []
+    with (
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=only_scheduled)),
+        )
 
 
 def _deployments(names: tuple[str, ...]) -> dict:
