@@ -163,10 +163,19 @@ def refused_start(*args: str, env: dict[str, str] | None = None, timeout: float 
 
 
 def serving_pid(model_server: subprocess.Popen, timeout: float = 60) -> int:
-    """The process of a running `nnserve model-server` that loads TensorFlow and serves."""
+    """The process of a running `nnserve model-server` that loads TensorFlow and serves: the
+    child running `service.model_server` (a child seen between fork and exec still runs the
+    supervisor's command, with the supervisor's environment)."""
     found: list[int] = []
+
+    def serving(pid: int) -> bool:
+        try:
+            return b"\0service.model_server\0" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            return False
+
     wait_until(
-        lambda: bool(found.extend(child_pids(model_server.pid)) or found),
+        lambda: bool(found.extend(filter(serving, child_pids(model_server.pid))) or found),
         timeout,
         "the model server's serving process",
         model_server,
