@@ -139,14 +139,7 @@ def test_schedule_serves_lists_and_stops_on_sigterm(prefect_api, tmp_path):
         assert found["digits-cnn"].parameters["spec_path"] == "pipeline/specs/digits-cnn.yaml"
         assert found["digits-cnn"].entrypoint == schedules.ENTRYPOINT
         # The server's scheduler makes the coming runs, at the spec's time in its time zone.
-        scheduled: list = []
-        wait_until(
-            lambda: scheduled.extend(_scheduled_runs(prefect_api, "hourly-digits")) or scheduled,
-            120,
-            "runs of hourly-digits scheduled by the Prefect server",
-            served,
-        )
-        for run in scheduled:
+        for run in _scheduled_runs(prefect_api, "hourly-digits", served):
             assert run.expected_start_time.astimezone(ZoneInfo("Europe/Berlin")).minute == 30
 
         served.send_signal(signal.SIGTERM)
@@ -171,14 +164,7 @@ def test_schedule_without_a_server_schedules_the_runs_itself(tmp_path, monkeypat
     try:
         output = read_until(served, "Ctrl-C or SIGTERM stops", timeout=180)
         api_url = re.search(r"temporary API at (http://127\.0\.0\.1:\d+/api)", output).group(1)
-        scheduled: list = []
-        wait_until(
-            lambda: scheduled.extend(_scheduled_runs(api_url, "nightly-digits")) or scheduled,
-            120,
-            "runs of the deployment scheduled on the ephemeral API",
-            served,
-        )
-        for run in scheduled:
+        for run in _scheduled_runs(api_url, "nightly-digits", served):
             start = run.expected_start_time.astimezone(UTC)
             assert (start.hour, start.minute) == (3, 0), start
         served.send_signal(signal.SIGTERM)
@@ -187,7 +173,20 @@ def test_schedule_without_a_server_schedules_the_runs_itself(tmp_path, monkeypat
         stop(served)
 
 
-def _scheduled_runs(api_url: str, deployment: str) -> list:
+def _scheduled_runs(api_url: str, deployment: str, served: subprocess.Popen) -> list:
+    """The scheduled runs of `deployment` on the API at `api_url`, once there are any (at most
+    two minutes, while `served` runs)."""
+    found: list = []
+    wait_until(
+        lambda: found.extend(_read_scheduled_runs(api_url, deployment)) or found,
+        120,
+        f"runs of {deployment} scheduled on {api_url}",
+        served,
+    )
+    return found
+
+
+def _read_scheduled_runs(api_url: str, deployment: str) -> list:
     from prefect import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
