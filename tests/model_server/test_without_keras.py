@@ -31,7 +31,8 @@ try:
     refused = None
 except ModuleNotFoundError as error:
     refused = str(error)
-loaded = sorted({m.split(".")[0] for m in sys.modules} & {"keras", "sklearn", "pandas", "matplotlib"})
+keras_brings = {"keras", "sklearn", "pandas", "matplotlib"}
+loaded = sorted({m.split(".")[0] for m in sys.modules} & keras_brings)
 print(json.dumps({"outputs": outputs, "refused": refused, "loaded": loaded}))
 """
 
