@@ -19,7 +19,7 @@ and the sockets' system calls, the same for both). `--profile N` prints the N fu
 most cumulative time in the gateway's first round (cProfile's overhead inflates small functions).
 
     python bench/gateway_inprocess.py --model-base-path models/digits-cnn [--requests 20000] \
-        [--repeat 5] [--profile 40]
+        [--repeat 5] [--profile 40] [--answers FILE]
 """
 
 import argparse
@@ -225,11 +225,23 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000, help="predicts per measurement")
     parser.add_argument("--repeat", type=int, default=5, help="measurements (median reported)")
     parser.add_argument("--profile", type=int, default=0, help="show this many profile lines")
+    parser.add_argument(
+        "--answers",
+        type=Path,
+        help="keep the captured answers in this file, and read them from it when it exists "
+        "(saves starting the model server when runs alternate)",
+    )
     args = parser.parse_args()
     base = args.model_base_path.resolve()
     example = sorted(base.glob("*/assets.extra/example_request.json"))[-1]
     body = example.read_bytes()
-    answers = captured_answers(base, body)
+    if args.answers is not None and args.answers.exists():
+        metadata, predict = args.answers.read_bytes().split(b"\n", 1)
+        answers = bytes.fromhex(metadata.decode()), bytes.fromhex(predict.decode())
+    else:
+        answers = captured_answers(base, body)
+        if args.answers is not None:
+            args.answers.write_text(f"{answers[0].hex()}\n{answers[1].hex()}")
     runs = uvloop.run(measure(args, answers, body))
     for name, measured in runs.items():
         shown = ", ".join(f"{run * 1e6:.1f}" for run in measured)
