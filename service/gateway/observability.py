@@ -15,7 +15,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_HEADER = b"x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Clients choose model names, versions and labels, so they must not choose label values: a model
 # becomes a label value once it has been answered with 2xx, and so does each of its versions and
@@ -152,7 +152,7 @@ class RequestObserver:
                 message.setdefault("headers", [])
                 message["headers"] = [
                     *message["headers"],
-                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                    (REQUEST_ID_HEADER, request_id.encode()),
                 ]
             await send(message)
 
@@ -194,7 +194,7 @@ class RequestObserver:
 
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
-        if name == REQUEST_ID_HEADER.encode():
+        if name == REQUEST_ID_HEADER:
             text = value.decode("latin-1")
             if _SANE_REQUEST_ID.fullmatch(text):
                 return text
