@@ -7,8 +7,8 @@ writes one access log line and records the request's metrics.
 
 import logging
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -199,4 +199,6 @@ def _request_id(scope: Scope) -> str:
             if _SANE_REQUEST_ID.fullmatch(text):
                 return text
             break
-    return uuid.uuid4().hex
+    # 128 random bits in 32 hex digits, as uuid4().hex but without building a UUID (half of
+    # the 3 us it took).
+    return secrets.token_hex(16)
