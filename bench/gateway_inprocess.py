@@ -2,16 +2,17 @@
 
 bench/gateway.py measures whole processes on a shared machine, where one noisy second moves a
 figure by a third. This drives the gateway's whole stack in one process instead, and counts the
-CPU time of many predicts on the same request, which moves by a few percent at most:
+CPU time of many predicts on the same request:
 
 - the HTTP protocol `nnserve gateway` runs under uvicorn (service/gateway/protocol.py on
   httptools, and the middleware uvicorn adds), fed the bytes wrk sends for bench/gateway.py's
-  request on a connection that is not a socket (so no system calls are counted);
+  request on a connection that is not a socket (no socket system calls);
 - the app with every feature on: an API key configured and sent, the JSON access log at INFO
-  (written to /dev/null), metrics, the checks against the signature;
+  (written to /dev/null, one write(2) a line, as `nnserve gateway` writes it), metrics, the
+  checks against the signature;
 - the gRPC stubs replaced by ones that serialize the request and parse the model server's real
-  answer, captured once at start-up from `nnserve model-server` on the model (so grpc.aio's own
-  cost is left out, as it is from `--floor`, which counts its own serialization only).
+  answers, captured once from `nnserve model-server` on the model (so grpc.aio's own cost is
+  left out, for the floor too).
 
 bench/floor_gateway.py's app is driven the same way, in turn with the gateway: the ratio of
 their CPU per predict is the in-process counterpart of bench/gateway.py's (which adds grpc.aio
@@ -21,7 +22,7 @@ most cumulative time in the gateway's first round (cProfile's overhead inflates 
     python bench/gateway_inprocess.py --model-base-path models/digits-cnn [--requests 20000] \
         [--repeat 5] [--profile 40] [--answers FILE] [--gateway-only]
 
-Machine noise moves even CPU time by a fifth on a busy machine; instructions do not move. Under
+On a busy machine even CPU time moves by a fifth or more between runs; instructions do not. Under
 valgrind (`valgrind --tool=cachegrind --cache-sim=no`), the difference in "I refs" between runs
 of two request counts, divided by the difference in requests, is the instructions per predict.
 """
