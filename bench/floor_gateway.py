@@ -9,6 +9,7 @@ Run: python bench/floor_gateway.py PORT BACKEND_ADDRESS EXAMPLE_REQUEST_JSON
 """
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -19,31 +20,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.gateway import predict_request
 from service.wire import methods
 
-REQUEST = predict_request(Path(sys.argv[3]).read_bytes()).SerializeToString()
-backend = {}
 
+def create_app(request: bytes, connect: Callable[[], Callable]) -> Callable:
+    """The floor's ASGI app; `connect()`, at start-up, gives the predict call (bytes to bytes)."""
+    backend = {}
 
-async def app(scope, receive, send) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            channel = grpc.aio.insecure_channel(sys.argv[2])
-            backend["predict"] = channel.unary_unary(methods.PREDICT.path)  # bytes in and out
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    more_body = True
-    while more_body:
-        more_body = (await receive()).get("more_body", False)
-    answer = await backend["predict"](REQUEST, timeout=10)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"application/x-protobuf")],
-        }
-    )
-    await send({"type": "http.response.body", "body": answer})
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                backend["predict"] = connect()
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        more_body = True
+        while more_body:
+            more_body = (await receive()).get("more_body", False)
+        answer = await backend["predict"](request, timeout=10)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/x-protobuf")],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+    return app
 
 
 if __name__ == "__main__":
+    request = predict_request(Path(sys.argv[3]).read_bytes()).SerializeToString()
+    app = create_app(
+        request,
+        # bytes in and out: no serialization
+        lambda: grpc.aio.insecure_channel(sys.argv[2]).unary_unary(methods.PREDICT.path),
+    )
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)

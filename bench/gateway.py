@@ -8,13 +8,18 @@ front of it, then sends the same digits predict request at each concurrency:
   - floor:   HTTP through bench/floor_gateway.py, which forwards a request built at start-up
              and does nothing else (what uvicorn and grpc.aio cost before any gateway's work);
 HTTP load comes from Debian's wrk (C), so the load generator is not what is measured.
+The gateway runs with every feature on: an API key configured (wrk sends it to every front end)
+and its JSON access log at INFO (to /dev/null), beside its metrics and checks.
+--baseline DIR also measures `nnserve gateway` from another checkout (e.g. `git worktree add` of
+main) as the client "baseline", in turn with the others, so that a change is compared with what
+it changes in the same run.
 "client CPU ms/request" is the CPU time of the process that calls the model server (the direct
 client or the HTTP front end; wrk itself is not counted) per request answered.
 It also measures the gateway's start-up (process start to the first /healthz answer; this is
 interpreter, imports and app start-up together) and its resident memory.
 
     python bench/gateway.py --model-base-path models/digits-cnn [--seconds 5] [--rounds 3] \
-        [--placement split] [--intra-op N --inter-op N]
+        [--placement split] [--intra-op N --inter-op N] [--baseline DIR] [--clients LIST]
 
 --rounds measures every cell that many times, the clients in turn, and reports medians.
 --intra-op and --inter-op go to the model server as --tensorflow_intra_op_parallelism and
@@ -50,16 +55,20 @@ from service.wire import methods  # noqa: E402
 
 MODEL = "digits-cnn"
 CONCURRENCY = (1, 16, 64)
-CLIENTS = ("direct", "gateway", "naive", "floor")
+FRONT_ENDS = ("gateway", "baseline", "naive", "floor")
+API_KEY = "bench-key"
 
 
 def start(
-    args: list[str], env: dict[str, str] | None = None, cpus: set[int] | None = None
+    args: list[str],
+    env: dict[str, str] | None = None,
+    cpus: set[int] | None = None,
+    cwd: Path = REPO_ROOT,
 ) -> subprocess.Popen:
     """A child process, on `cpus` when given (else on the CPUs this process may use)."""
     return subprocess.Popen(
         args,
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -67,14 +76,18 @@ def start(
     )
 
 
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 180) -> float:
-    """Seconds until `url` answers 200."""
+def wait_for(
+    url: str, process: subprocess.Popen, timeout: float = 180, method: str = "GET", **request
+) -> float:
+    """Seconds until `url` answers 200 (to `method` with the API key and `request`)."""
     started = time.perf_counter()
+    headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
     while time.perf_counter() - started < timeout:
         if process.poll() is not None:
             raise SystemExit(f"{process.args} exited with {process.returncode}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            answer = httpx.request(method, url, headers=headers, timeout=1, **request)
+            if answer.status_code == 200:
                 return time.perf_counter() - started
         except httpx.HTTPError:
             pass
@@ -125,6 +138,7 @@ def wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> dict:
     script.write_text(
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["X-API-Key"] = "{API_KEY}"\n'
         f"wrk.body = io.open({json.dumps(str(body_file))}, 'rb'):read('*a')\n"
     )
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script)]
@@ -215,7 +229,7 @@ def measure(
     return results
 
 
-def report(results: dict, startup: list[float], rss: tuple[float, float]) -> str:
+def report(results: dict, startup: list[float], rss: tuple[float, float] | None) -> str:
     """Medians over the rounds; the columns "vs direct" are medians of each round's comparison
     with the direct client's run just before it."""
     lines = [
@@ -224,9 +238,10 @@ def report(results: dict, startup: list[float], rss: tuple[float, float]) -> str
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     spread = []
+    clients = list(dict.fromkeys(name for name, _ in results))
     for concurrency in CONCURRENCY:
         direct = results[("direct", concurrency)]
-        for name in CLIENTS:
+        for name in clients:
             rows = results[(name, concurrency)]
             ratios = [row["rps"] / base["rps"] for row, base in zip(rows, direct, strict=True)]
             added = [row["p50_ms"] - base["p50_ms"] for row, base in zip(rows, direct, strict=True)]
@@ -245,9 +260,11 @@ def report(results: dict, startup: list[float], rss: tuple[float, float]) -> str
         f"gateway start-up (process start to first /healthz answer), {len(startup)} runs: "
         f"median {statistics.median(startup):.2f} s, max {max(startup):.2f} s"
     )
-    lines.append(
-        f"gateway resident memory: {rss[0]:.0f} MB after start-up, {rss[1]:.0f} MB after the load"
-    )
+    if rss is not None:
+        lines.append(
+            f"gateway resident memory: {rss[0]:.0f} MB after start-up, {rss[1]:.0f} MB after the "
+            "load"
+        )
     return "\n".join(lines)
 
 
@@ -260,6 +277,17 @@ def main() -> None:
     parser.add_argument("--intra-op", type=int, default=0, help="model server intra-op threads")
     parser.add_argument("--inter-op", type=int, default=0, help="model server inter-op threads")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout whose `nnserve gateway` is measured too, as the client 'baseline'",
+    )
+    parser.add_argument(
+        "--clients",
+        default="gateway,naive,floor",
+        help="comma-separated front ends to measure beside direct (baseline is added with "
+        "--baseline)",
+    )
+    parser.add_argument(
         "--placement",
         choices=("shared", "split"),
         default="shared",
@@ -267,13 +295,20 @@ def main() -> None:
         "CPU, clients and gateways on the others (as when the server has a machine of its own)",
     )
     args = parser.parse_args()
+    clients = [name for name in args.clients.split(",") if name]
+    if args.baseline is not None:
+        clients.insert(1, "baseline")
+    unknown = set(clients) - set(FRONT_ENDS)
+    if unknown:
+        raise SystemExit(f"unknown clients {sorted(unknown)}: choose from {FRONT_ENDS}")
     base = args.model_base_path.resolve()
     examples = sorted(base.glob("*/assets.extra/example_request.json"))
     if not examples:
         raise SystemExit(f"no version of {MODEL} in {base}: run `nnserve train` first")
     example = examples[-1]
 
-    grpc_port, gateway_port, naive_port, floor_port = (free_port() for _ in range(4))
+    ports = {name: free_port() for name in FRONT_ENDS}
+    grpc_port = free_port()
     server_cpus, client_cpus = placement(args.placement)
     nnserve = [sys.executable, "-m", "service.cli"]
     server = start(
@@ -283,7 +318,11 @@ def main() -> None:
          f"--tensorflow_inter_op_parallelism={args.inter_op}"],
         cpus=server_cpus,
     )  # fmt: skip
-    backend = {"NNSERVE_TFSERVING_ADDR": f"127.0.0.1:{grpc_port}", "NNSERVE_LOG_LEVEL": "WARNING"}
+    backend = {
+        "NNSERVE_TFSERVING_ADDR": f"127.0.0.1:{grpc_port}",
+        "NNSERVE_API_KEYS": API_KEY,
+        "NNSERVE_LOG_LEVEL": "INFO",  # the access log
+    }
     processes = [server]
     try:
         # Start-up is measured once the model server has loaded (while TensorFlow imports, it
@@ -298,38 +337,42 @@ def main() -> None:
             probe.wait(30)
         if client_cpus:
             os.sched_setaffinity(0, client_cpus)  # wrk and the gateways inherit it
-        gateway = start([*nnserve, "gateway", "--port", str(gateway_port)], backend)
-        naive = start(
-            [sys.executable, str(REPO_ROOT / "bench" / "naive_gateway.py"), str(naive_port),
-             f"127.0.0.1:{grpc_port}"]
-        )  # fmt: skip
-        floor = start(
-            [sys.executable, str(REPO_ROOT / "bench" / "floor_gateway.py"), str(floor_port),
-             f"127.0.0.1:{grpc_port}", str(example)]
-        )  # fmt: skip
-        processes += [gateway, naive, floor]
-        gateway_url = f"http://127.0.0.1:{gateway_port}"
-        wait_for(f"{gateway_url}/healthz", gateway)
-        rss_after_startup = rss_mb(gateway.pid)
-        wait_for(f"{gateway_url}/v1/models/{MODEL}", server)
-        wait_for(f"http://127.0.0.1:{naive_port}/docs", naive)
-        floor_url = f"http://127.0.0.1:{floor_port}/v1/models/{MODEL}:predict"
-        wait_for(floor_url, floor)  # it answers any method with a predict
+        commands = {
+            "gateway": [*nnserve, "gateway", "--port", str(ports["gateway"])],
+            "baseline": [*nnserve, "gateway", "--port", str(ports["baseline"])],
+            "naive": [sys.executable, str(REPO_ROOT / "bench" / "naive_gateway.py"),
+                      str(ports["naive"]), f"127.0.0.1:{grpc_port}"],
+            "floor": [sys.executable, str(REPO_ROOT / "bench" / "floor_gateway.py"),
+                      str(ports["floor"]), f"127.0.0.1:{grpc_port}", str(example)],
+        }  # fmt: skip
+        fronts = {}
+        for name in clients:
+            fronts[name] = start(
+                commands[name], backend, cwd=args.baseline if name == "baseline" else REPO_ROOT
+            )
+            processes.append(fronts[name])
         urls = {
-            "gateway": f"{gateway_url}/v1/models/{MODEL}:predict",
-            "naive": f"http://127.0.0.1:{naive_port}/v1/models/{MODEL}:predict",
-            "floor": floor_url,
+            name: f"http://127.0.0.1:{ports[name]}/v1/models/{MODEL}:predict" for name in clients
         }
+        rss_after_startup = None
+        if "gateway" in fronts:
+            wait_for(f"http://127.0.0.1:{ports['gateway']}/healthz", fronts["gateway"])
+            rss_after_startup = rss_mb(fronts["gateway"].pid)
+        for name in clients:
+            wait_for(urls[name], fronts[name], method="POST", content=example.read_bytes())
         pids = {
             "direct": os.getpid(),
-            "gateway": gateway.pid,
-            "naive": naive.pid,
-            "floor": floor.pid,
             "model server": server.pid,
+            **{name: process.pid for name, process in fronts.items()},
         }
         results = measure(f"127.0.0.1:{grpc_port}", urls, example, args.seconds, pids, args.rounds)
         print()
-        print(report(results, startup, (rss_after_startup, rss_mb(gateway.pid))))
+        rss = (
+            None
+            if rss_after_startup is None
+            else (rss_after_startup, rss_mb(fronts["gateway"].pid))
+        )
+        print(report(results, startup, rss))
     finally:
         for process in processes:
             process.terminate()

@@ -8,6 +8,7 @@ it cannot parse, and a client-chosen name with a newline in it cannot forge a li
 
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -80,7 +81,11 @@ def is_json_line(text: str) -> bool:
 
 def configure(level: str, stream: "TextIO | LineWriter | None" = None) -> None:
     """Send every Python log record at `level` or above to `stream` (stderr) as a JSON line."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    # A line holds none of the caller's file, line, thread or process, which logging otherwise
+    # looks up for every record: a quarter of the gateway's access log line (28 -> 22 us).
+    logging._srcfile = None  # the switch the logging HOWTO's "Optimization" section names
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    handler = _LineHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -132,6 +137,14 @@ def relay(
                 writer.write_line(line)
 
 
+class _LineHandler(logging.StreamHandler):
+    def flush(self) -> None:
+        # A LineWriter has written each line by the time `write` returns; a stream handler
+        # flushes after every record, under a lock (2 us of a gateway access line).
+        if not isinstance(self.stream, LineWriter):
+            super().flush()
+
+
 class LineWriter:
     """A text stream on a file descriptor that writes each line with whole write(2) calls under
     a lock, so lines from Python's records and from a relay never interleave."""
@@ -142,6 +155,9 @@ class LineWriter:
         self._pending = ""
 
     def write(self, text: str) -> int:
+        if not self._pending and text.find("\n") == len(text) - 1:  # one whole line, as a rule
+            self.write_line(text[:-1])
+            return len(text)
         self._pending += text
         while "\n" in self._pending:
             line, self._pending = self._pending.split("\n", 1)
@@ -158,5 +174,19 @@ class LineWriter:
         pass
 
 
+# The date and time to the second of the last record, which the next is likely to share: the
+# gateway writes a line per request, and isoformat took 4 us of its 28.
+_last_second: tuple[float, str] = (-1.0, "")
+
+
 def _timestamp(created: float) -> str:
-    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    """`created` as datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")."""
+    global _last_second
+    fraction, second = math.modf(created)
+    microseconds = round(fraction * 1_000_000)  # rounded as datetime rounds
+    if microseconds >= 1_000_000 or fraction < 0:
+        return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    if second != _last_second[0]:
+        text = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
+        _last_second = second, text[: -len("+00:00")]
+    return f"{_last_second[1]}.{microseconds // 1000:03d}+00:00"

@@ -102,6 +102,9 @@ _FIELD_ELEMENT_TYPES = {
 }
 # Largest integer each float type holds exactly: TF Serving refuses JSON integers beyond it.
 _EXACT_INT_LIMIT = {DT_HALF: 2**11 - 1, DT_FLOAT: 2**24 - 1, DT_DOUBLE: 2**53 - 1}
+_LARGEST_FLOAT = {
+    dtype: float(np.finfo(_NUMPY_TYPES[dtype]).max) for dtype in (DT_HALF, DT_FLOAT, DT_DOUBLE)
+}
 _JSON_TYPES = {
     DT_FLOAT: "JSON numbers",
     DT_DOUBLE: "JSON numbers",
@@ -531,9 +534,9 @@ def _numeric(where: str, leaves: np.ndarray, leaf_types: set[type], dtype: int) 
         wide = leaves.astype(np.float64)
     except OverflowError:  # an integer beyond even float64
         wide = None
-    limit = float(np.finfo(target).max)
-    outside = None if wide is None else ~(np.abs(wide.ravel()) <= limit)
-    if outside is None or outside.any():
+    limit = _LARGEST_FLOAT[dtype]
+    if wide is None or not (np.abs(wide) <= limit).all():  # NaN too, though JSON has none
+        outside = None if wide is None else ~(np.abs(wide.ravel()) <= limit)
         flat = leaves.ravel()
         bad = max(flat, key=abs) if outside is None else flat[np.argmax(outside)]
         raise CodecError(
@@ -733,14 +736,25 @@ def predict_response_json(outputs: Mapping[str, TensorProto], columnar: bool) ->
     if len(names) == 1:
         body = {"predictions": _json_ready(arrays[names[0]], as_b64[names[0]])}
     else:
-        # One object per instance; `[i, ...]` keeps even a single element an array.
-        body = {
-            "predictions": [
-                {name: _json_ready(arrays[name][i, ...], as_b64[name]) for name in names}
-                for i in range(batch[1] if batch else 0)
-            ]
-        }
+        body = {"predictions": _instances(arrays, as_b64, batch[1] if batch else 0)}
     return orjson.dumps(body, option=_DUMPS_OPTIONS)
+
+
+def _instances(
+    arrays: Mapping[str, np.ndarray], as_b64: Mapping[str, bool], count: int
+) -> list[dict[str, Any]]:
+    """One object per instance, of each output's row."""
+    whole = {name: _json_ready(array, as_b64[name]) for name, array in arrays.items()}
+    if not any(isinstance(ready, orjson.Fragment) for ready in whole.values()):
+        # Row i of an output made ready whole is what its row i made ready alone would be (a
+        # 1-d output's row is its numpy scalar), for a third of the time.
+        return [{name: ready[i] for name, ready in whole.items()} for i in range(count)]
+    # NaN and infinities are written into a fragment of JSON, which has no rows to take.
+    # `[i, ...]` keeps even a single element an array.
+    return [
+        {name: _json_ready(array[i, ...], as_b64[name]) for name, array in arrays.items()}
+        for i in range(count)
+    ]
 
 
 # --- classify / regress ----------------------------------------------------------------------

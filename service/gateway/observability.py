@@ -7,14 +7,15 @@ writes one access log line and records the request's metrics.
 
 import logging
 import re
+import secrets
 import time
-import uuid
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_HEADER = b"x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Clients choose model names, versions and labels, so they must not choose label values: a model
 # becomes a label value once it has been answered with 2xx, and so does each of its versions and
@@ -71,15 +72,26 @@ class GatewayMetrics:
         )
         # Model -> its versions and labels answered with 2xx (see VALUES_PER_MODEL).
         self.known: dict[str, set[str]] = {}
+        # (metric, label values) -> the metric's child. `labels()` checks and locks on every
+        # call (three calls were 7 us of a predict); the values are bounded as above, so this
+        # holds no more than the metrics themselves do.
+        self._children: dict[tuple, Any] = {}
 
     def observe_backend(self, method: str, code: str, seconds: float) -> None:
-        self.backend_seconds.labels(method, code).observe(seconds)
+        self._child(self.backend_seconds, method, code).observe(seconds)
 
     def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
         model, version = self._model_and_version(scope.get("path_params", {}), status)
         operation = _operation(scope)
-        self.requests.labels(model, version, operation, str(status)).inc()
-        self.request_seconds.labels(operation).observe(seconds)
+        self._child(self.requests, model, version, operation, str(status)).inc()
+        self._child(self.request_seconds, operation).observe(seconds)
+
+    def _child(self, metric: Counter | Histogram, *values: str) -> Any:
+        key = (metric, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def _model_and_version(self, params: dict, status: int) -> tuple[str, str]:
         if "name" not in params:
@@ -140,7 +152,7 @@ class RequestObserver:
                 message.setdefault("headers", [])
                 message["headers"] = [
                     *message["headers"],
-                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                    (REQUEST_ID_HEADER, request_id.encode()),
                 ]
             await send(message)
 
@@ -182,9 +194,11 @@ class RequestObserver:
 
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
-        if name == REQUEST_ID_HEADER.encode():
+        if name == REQUEST_ID_HEADER:
             text = value.decode("latin-1")
             if _SANE_REQUEST_ID.fullmatch(text):
                 return text
             break
-    return uuid.uuid4().hex
+    # 128 random bits in 32 hex digits, as uuid4().hex but without building a UUID (half of
+    # the 3 us it took).
+    return secrets.token_hex(16)
