@@ -1,0 +1,447 @@
+"""Benchmark nnserve against the Python serving stacks a user would pick instead (by hand only).
+
+    python bench/peers.py [--model-base-path models/digits-cnn] [--rounds 3] [--seconds 10] \
+        [--cache-dir ~/.cache/nnserve/peers] [--peers nnserve,fastapi,kserve,bentoml,litserve] \
+        [--prepare]
+
+Every peer serves the same SavedModel (the newest version under --model-base-path) with one
+worker and its default settings, from a file of its own under bench/peers/, in a virtual
+environment of its own under --cache-dir/venvs, installed from bench/peers/requirements/PEER.txt
+(pinned; reused while that file is unchanged; one pip cache for all). --prepare only installs
+them. nnserve runs as `nnserve up` runs it: `nnserve model-server` and `nnserve gateway`, started
+together, from this checkout.
+
+Each round starts every peer in turn, alone (timing process start to the first answer whose
+probabilities match the SavedModel's own, computed outside any server; an answer that is wrong
+stops the benchmark), then POSTs the same one-image request body (the version's
+example_request.json, TF Serving's row format, which every peer here takes) with Debian's wrk at
+concurrency 1, 16 and 64, the peers in turn within each concurrency, --seconds after a 1 s
+warm-up, and finally stops them. The order of the peers rotates from round to round. The report
+gives medians over rounds: requests/s, p50 and p99; CPU time per request answered of each
+process tree (nnserve: gateway and model server apart; the warm-up's requests and CPU both
+count); resident memory of each tree after the round's load; and start to first correct answer.
+Peer logs go to --cache-dir/logs.
+
+Goals (issue 16), against the best other peer in the same run: requests/s >= 1.5x at
+concurrency 16 and >= 1.1x at 1; p99 at 16 no worse than any peer's; start to first answer no
+slower than the fastest peer's; model server memory no more than the FastAPI peer's.
+"""
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench.gateway import wrk  # noqa: E402
+from bench.processes import cpu_seconds, free_port, rss_mb  # noqa: E402
+from service.processes import dies_with_parent  # noqa: E402
+
+PEER_FILES = REPO_ROOT / "bench" / "peers"
+CONCURRENCY = (1, 16, 64)
+NNSERVE = "nnserve"
+FASTAPI = "fastapi"
+START_TIMEOUT_SECONDS = 300
+STOP_TIMEOUT_SECONDS = 30
+
+
+@dataclass
+class Running:
+    """A started peer: the URL it answers predictions on and its process trees by role."""
+
+    url: str
+    processes: dict[str, subprocess.Popen]
+
+
+@dataclass
+class Launch:
+    """What starting a peer needs: its environment's Python, the SavedModel version, a folder
+    to run in (some peers write files into their working directory) and a log file."""
+
+    python: Path
+    version_dir: Path
+    model_name: str
+    workdir: Path
+    log: Path
+
+    def start(self, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        # A process group of its own: stopping it also ends workers its leader leaves behind.
+        with self.log.open("ab") as log:
+            return subprocess.Popen(
+                command,
+                cwd=self.workdir,
+                env={**os.environ, "BENCH_SAVEDMODEL": str(self.version_dir), **(env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=dies_with_parent(signal.SIGTERM),
+            )
+
+
+def start_nnserve(launch: Launch) -> Running:
+    """The two processes `nnserve up` starts, with its arguments, from this checkout."""
+    nnserve = [str(launch.python), "-m", "service.cli"]
+    grpc_port, http_port = free_port(), free_port()
+    env = {
+        "PYTHONPATH": str(REPO_ROOT),
+        "NNSERVE_MODEL_REPO": str(launch.version_dir.parent.parent),
+    }
+    model_server = launch.start(
+        [*nnserve, "model-server", "--host", "127.0.0.1", f"--port={grpc_port}",
+         f"--model_name={launch.model_name}", f"--model_base_path={launch.version_dir.parent}"],
+        env,
+    )  # fmt: skip
+    gateway = launch.start(
+        [*nnserve, "gateway", "--host", "127.0.0.1", "--port", str(http_port)],
+        {**env, "NNSERVE_TFSERVING_ADDR": f"127.0.0.1:{grpc_port}"},
+    )
+    url = f"http://127.0.0.1:{http_port}/v1/models/{launch.model_name}:predict"
+    return Running(url, {"gateway": gateway, "model server": model_server})
+
+
+def start_fastapi(launch: Launch) -> Running:
+    port = free_port()
+    server = launch.start([str(launch.python), str(PEER_FILES / "fastapi_app.py"), str(port)])
+    return Running(f"http://127.0.0.1:{port}/predict", {"server": server})
+
+
+def start_kserve(launch: Launch) -> Running:
+    http_port, grpc_port = free_port(), free_port()
+    server = launch.start(
+        [str(launch.python), str(PEER_FILES / "kserve_model.py"),
+         f"--model_name={launch.model_name}", f"--http_port={http_port}",
+         f"--grpc_port={grpc_port}"]
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{http_port}/v1/models/{launch.model_name}:predict"
+    return Running(url, {"server": server})
+
+
+def start_bentoml(launch: Launch) -> Running:
+    port = free_port()
+    server = launch.start(
+        [str(launch.python), "-m", "bentoml", "serve", "bentoml_service:Digits",
+         "--working-dir", str(PEER_FILES), "--host", "127.0.0.1", "--port", str(port)],
+        # BentoML keeps its store in its home, and would report usage to the internet.
+        {"BENTOML_HOME": str(launch.workdir / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"},
+    )  # fmt: skip
+    return Running(f"http://127.0.0.1:{port}/predict", {"server": server})
+
+
+def start_litserve(launch: Launch) -> Running:
+    port = free_port()
+    server = launch.start([str(launch.python), str(PEER_FILES / "litserve_api.py"), str(port)])
+    return Running(f"http://127.0.0.1:{port}/predict", {"server": server})
+
+
+STARTERS: dict[str, Callable[[Launch], Running]] = {
+    NNSERVE: start_nnserve,
+    FASTAPI: start_fastapi,
+    "kserve": start_kserve,
+    "bentoml": start_bentoml,
+    "litserve": start_litserve,
+}
+LABELS = {
+    NNSERVE: "nnserve (gateway + model server)",
+    FASTAPI: "FastAPI + uvicorn, SavedModel in process",
+    "kserve": "KServe custom model",
+    "bentoml": "BentoML",
+    "litserve": "LitServe",
+}
+
+
+def environment(peer: str, cache: Path) -> Path:
+    """The Python of `peer`'s virtual environment, installed first if its pins are new."""
+    if peer == NNSERVE:
+        return Path(sys.executable)
+    requirements = PEER_FILES / "requirements" / f"{peer}.txt"
+    pins = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    root = cache / "venvs" / peer
+    python, stamp = root / "bin" / "python", root / "pins.sha256"
+    if python.exists() and stamp.exists() and stamp.read_text() == pins:
+        return python
+    print(f"installing {peer} into {root}", flush=True)
+    stamp.unlink(missing_ok=True)
+    # The interpreter under this script's venv, so that every peer runs the same Python.
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--clear", str(root)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--cache-dir", str(cache / "pip"),
+         "-r", str(requirements)],
+        check=True,
+    )  # fmt: skip
+    stamp.write_text(pins)
+    return python
+
+
+def expected_predictions(version_dir: Path, body_file: Path) -> list[dict]:
+    """The SavedModel's own answer to the request, outside any server."""
+    out = subprocess.run(
+        [sys.executable, str(PEER_FILES / "reference.py"), str(version_dir), str(body_file)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    ).stdout
+    return json.loads(out)
+
+
+def is_correct(answer: dict, expected: list[dict]) -> bool:
+    predictions = answer.get("predictions")
+    if not isinstance(predictions, list) or len(predictions) != len(expected):
+        return False
+    return all(
+        set(got) == set(want)
+        and all(np.allclose(got[key], want[key], rtol=1e-4, atol=1e-6) for key in want)
+        for got, want in zip(predictions, expected, strict=True)
+    )
+
+
+def until_first_answer(
+    name: str, running: Running, body: bytes, expected: list[dict], log: Path
+) -> None:
+    """Poll until the peer answers the request correctly; a wrong answer stops the benchmark."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    last = "no answer"
+    while time.monotonic() < deadline:
+        for role, process in running.processes.items():
+            if process.poll() is not None:
+                raise SystemExit(f"{name} {role} exited with {process.returncode}; see {log}")
+        try:
+            answer = httpx.post(
+                running.url, content=body, headers={"Content-Type": "application/json"}, timeout=5
+            )
+        except httpx.HTTPError as error:
+            last = repr(error)
+        else:
+            if answer.status_code == 200:
+                if is_correct(answer.json(), expected):
+                    return
+                raise SystemExit(f"{name} answered wrong probabilities: {answer.text[:500]}")
+            last = f"{answer.status_code} {answer.text[:200]}"
+        time.sleep(0.05)
+    raise SystemExit(
+        f"{name} gave no correct answer in {START_TIMEOUT_SECONDS} s ({last}); see {log}"
+    )
+
+
+def stop(running: Running) -> None:
+    """SIGTERM to each leader (nnserve: gateway before model server, as `nnserve up` does), then
+    SIGKILL to whatever of its process group is left."""
+    for process in running.processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(STOP_TIMEOUT_SECONDS)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def run_round(
+    order: list[str], launches: dict[str, Launch], body_file: Path, expected: list[dict],
+    seconds: float,
+) -> dict:  # fmt: skip
+    """One round: each peer started alone and timed, all measured at each concurrency in
+    `order`, memory read, all stopped. Results by (peer, key)."""
+    body = body_file.read_bytes()
+    results: dict = {}
+    running: dict[str, Running] = {}
+    try:
+        for name in order:
+            started = time.perf_counter()
+            running[name] = STARTERS[name](launches[name])
+            until_first_answer(name, running[name], body, expected, launches[name].log)
+            results[(name, "start_s")] = time.perf_counter() - started
+            print(f"  {name:<9} first correct answer after {results[(name, 'start_s')]:.1f} s")
+        for concurrency in CONCURRENCY:
+            for name in order:
+                trees = running[name].processes
+                before = {role: cpu_seconds(p.pid, descendants=True) for role, p in trees.items()}
+                row = wrk(running[name].url, body_file, concurrency, seconds)
+                for role, process in trees.items():
+                    spent = cpu_seconds(process.pid, descendants=True) - before[role]
+                    row[f"cpu_ms {role}"] = spent * 1000 / row["requests"]
+                results[(name, concurrency)] = row
+                print(f"  c={concurrency:<3} {name:<9} {row}", flush=True)
+        for name in order:
+            for role, process in running[name].processes.items():
+                results[(name, f"rss_mb {role}")] = rss_mb(process.pid, descendants=True)
+    finally:
+        for name in running:
+            stop(running[name])
+    return results
+
+
+def median(rounds: list[dict], key: tuple) -> float:
+    return statistics.median(result[key] for result in rounds)
+
+
+def report(names: list[str], rounds: list[dict]) -> str:
+    """Medians over rounds, and the goals against the best other peer."""
+    roles = {name: [key[1][7:] for key in rounds[0] if key[0] == name and
+                    str(key[1]).startswith("rss_mb ")] for name in names}  # fmt: skip
+    lines = [
+        "| concurrency | server | requests/s | p50 ms | p99 ms | server CPU ms/request |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for concurrency in CONCURRENCY:
+        for name in names:
+            cell = [result[(name, concurrency)] for result in rounds]
+            value = {key: statistics.median(row[key] for row in cell) for key in cell[0]}
+            cpu = [value[f"cpu_ms {role}"] for role in roles[name]]
+            apart = (
+                " ("
+                + ", ".join(f"{role} {ms:.2f}" for role, ms in zip(roles[name], cpu, strict=True))
+                + ")"
+                if len(cpu) > 1
+                else ""
+            )
+            lines.append(
+                f"| {concurrency} | {LABELS[name]} | {value['rps']:.0f} | {value['p50_ms']:.1f} | "
+                f"{value['p99_ms']:.1f} | {sum(cpu):.2f}{apart} |"
+            )
+    lines += [
+        "",
+        "| server | start to first correct answer s | RSS MB after the load |",
+        "| --- | --- | --- |",
+    ]
+    for name in names:
+        rss = [median(rounds, (name, f"rss_mb {role}")) for role in roles[name]]
+        apart = (
+            " ("
+            + ", ".join(f"{role} {mb:.0f}" for role, mb in zip(roles[name], rss, strict=True))
+            + ")"
+            if len(rss) > 1
+            else ""
+        )
+        starts = ", ".join(f"{result[(name, 'start_s')]:.1f}" for result in rounds)
+        lines.append(
+            f"| {LABELS[name]} | {median(rounds, (name, 'start_s')):.1f} (rounds: {starts}) | "
+            f"{sum(rss):.0f}{apart} |"
+        )
+    if NNSERVE in names and len(names) > 1:
+        lines += ["", *goals(names, rounds)]
+    return "\n".join(lines)
+
+
+def goals(names: list[str], rounds: list[dict]) -> list[str]:
+    others = [name for name in names if name != NNSERVE]
+
+    def rps(name: str, concurrency: int) -> float:
+        return statistics.median(result[(name, concurrency)]["rps"] for result in rounds)
+
+    def against_best(result: dict, concurrency: int) -> float:
+        best = max(result[(other, concurrency)]["rps"] for other in others)
+        return result[(NNSERVE, concurrency)]["rps"] / best
+
+    def p99(name: str) -> float:
+        return statistics.median(result[(name, 16)]["p99_ms"] for result in rounds)
+
+    lines = []
+    for concurrency, goal in ((16, 1.5), (1, 1.1)):
+        best = max(others, key=lambda name: rps(name, concurrency))
+        ratio = rps(NNSERVE, concurrency) / rps(best, concurrency)
+        by_round = ", ".join(f"{against_best(result, concurrency):.2f}" for result in rounds)
+        lines.append(
+            f"- requests/s at concurrency {concurrency}: {ratio:.2f}x the best peer ({best}; "
+            f"against each round's best: {by_round}); goal >= {goal}x: "
+            f"{'met' if ratio >= goal else 'not met'}"
+        )
+    best = min(others, key=p99)
+    lines.append(
+        f"- p99 at concurrency 16: {p99(NNSERVE):.1f} ms against the best peer's {p99(best):.1f} "
+        f"ms ({best}): {'met' if p99(NNSERVE) <= p99(best) else 'not met'}"
+    )
+    start = median(rounds, (NNSERVE, "start_s"))
+    fastest = min(others, key=lambda name: median(rounds, (name, "start_s")))
+    fastest_start = median(rounds, (fastest, "start_s"))
+    lines.append(
+        f"- start to first correct answer: {start:.1f} s against {fastest_start:.1f} s "
+        f"({fastest}): {'met' if start <= fastest_start else 'not met'}"
+    )
+    if FASTAPI in others:
+        server, fastapi = (
+            median(rounds, (NNSERVE, "rss_mb model server")),
+            median(rounds, (FASTAPI, "rss_mb server")),
+        )
+        lines.append(
+            f"- model server RSS: {server:.0f} MB against the FastAPI peer's {fastapi:.0f} MB: "
+            f"{'met' if server <= fastapi else 'not met'}"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-base-path", type=Path, default=REPO_ROOT / "models" / "digits-cnn")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per cell")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=Path.home() / ".cache" / "nnserve" / "peers"
+    )
+    parser.add_argument(
+        "--peers", default=",".join(STARTERS), help="comma-separated, from: " + ", ".join(STARTERS)
+    )
+    parser.add_argument("--prepare", action="store_true", help="only install the environments")
+    args = parser.parse_args()
+    names = args.peers.split(",")
+    if unknown := set(names) - set(STARTERS):
+        raise SystemExit(f"unknown peers {sorted(unknown)}; expected some of {list(STARTERS)}")
+    cache = args.cache_dir.expanduser().resolve()
+    pythons = {name: environment(name, cache) for name in names}
+    if args.prepare:
+        return
+    base = args.model_base_path.resolve()
+    versions = [p for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
+    if not versions:
+        raise SystemExit(
+            f"no version in {base}: run `nnserve train pipeline/specs/digits-cnn.yaml` first"
+        )
+    version_dir = max(versions, key=lambda path: int(path.name))
+    body_file = version_dir / "assets.extra" / "example_request.json"
+    expected = expected_predictions(version_dir, body_file)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    launches = {}
+    for name in names:
+        workdir = cache / "work" / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        (cache / "logs").mkdir(exist_ok=True)
+        log = cache / "logs" / f"{stamp}-{name}.log"
+        launches[name] = Launch(pythons[name], version_dir, base.name, workdir, log)
+    cells = args.rounds * len(names) * len(CONCURRENCY)
+    print(
+        f"{base.name} version {version_dir.name}; peers {', '.join(names)}; {args.rounds} rounds "
+        f"of {len(CONCURRENCY)} x {len(names)} cells of {args.seconds:g} s (+1 s warm-up): "
+        f"about {cells * (args.seconds + 2) / 60 + args.rounds * len(names) * 0.4:.0f} min; "
+        f"load average at the start {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    for name in names:
+        if name != NNSERVE:
+            print(" ", (PEER_FILES / "requirements" / f"{name}.txt").read_text().splitlines()[0])
+    rounds = []
+    for number in range(args.rounds):
+        order = names[number % len(names) :] + names[: number % len(names)]
+        print(f"round {number + 1}: {', '.join(order)}", flush=True)
+        rounds.append(run_round(order, launches, body_file, expected, args.seconds))
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}\n")
+    print(report(names, rounds))
+
+
+if __name__ == "__main__":
+    main()
