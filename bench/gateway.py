@@ -137,6 +137,8 @@ def wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> dict:
         raise SystemExit(f"{url} answered errors:\n{out}")
     percentiles = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)$", out, re.MULTILINE))
     percentiles = percentiles or dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    if set(percentiles) != {"50", "99"}:
+        raise SystemExit(f"wrk gave no 50th and 99th percentiles for {url}:\n{out}")
     return {
         "rps": float(re.search(r"Requests/sec:\s+(\S+)", out).group(1)),
         "p50_ms": _milliseconds(percentiles["50"]),

@@ -272,7 +272,11 @@ def run_round(
             for name in order:
                 trees = running[name].processes
                 before = {role: cpu_seconds(p.pid, descendants=True) for role, p in trees.items()}
-                row = wrk(running[name].url, body_file, concurrency, seconds)
+                try:
+                    row = wrk(running[name].url, body_file, concurrency, seconds)
+                except SystemExit as failure:  # one cell lost on a shared machine, not the run
+                    print(f"  c={concurrency:<3} {name:<9} FAILED: {failure}", flush=True)
+                    continue
                 for role, process in trees.items():
                     spent = cpu_seconds(process.pid, descendants=True) - before[role]
                     row[f"cpu_ms {role}"] = spent * 1000 / row["requests"]
@@ -288,32 +292,53 @@ def run_round(
 
 
 def median(rounds: list[dict], key: tuple) -> float:
-    return statistics.median(result[key] for result in rounds)
+    """The median over the rounds that measured `key` (a cell whose wrk run failed has none)."""
+    return statistics.median(result[key] for result in rounds if key in result)
+
+
+def cell_median(rounds: list[dict], name: str, concurrency: int, field: str) -> float:
+    return statistics.median(
+        result[(name, concurrency)][field] for result in rounds if (name, concurrency) in result
+    )
+
+
+def apart(values: dict[str, float], digits: int) -> str:
+    """ " (gateway 1.00, model server 2.00)" for a peer of several processes, else ""."""
+    if len(values) < 2:
+        return ""
+    return " (" + ", ".join(f"{role} {value:.{digits}f}" for role, value in values.items()) + ")"
 
 
 def report(names: list[str], rounds: list[dict]) -> str:
     """Medians over rounds, and the goals against the best other peer."""
-    roles = {name: [key[1][7:] for key in rounds[0] if key[0] == name and
-                    str(key[1]).startswith("rss_mb ")] for name in names}  # fmt: skip
+    roles = {
+        name: [key[1].removeprefix("rss_mb ") for key in rounds[0]
+               if key[0] == name and str(key[1]).startswith("rss_mb ")]
+        for name in names
+    }  # fmt: skip
     lines = [
         "| concurrency | server | requests/s | p50 ms | p99 ms | server CPU ms/request |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for concurrency in CONCURRENCY:
         for name in names:
-            cell = [result[(name, concurrency)] for result in rounds]
-            value = {key: statistics.median(row[key] for row in cell) for key in cell[0]}
-            cpu = [value[f"cpu_ms {role}"] for role in roles[name]]
-            apart = (
-                " ("
-                + ", ".join(f"{role} {ms:.2f}" for role, ms in zip(roles[name], cpu, strict=True))
-                + ")"
-                if len(cpu) > 1
-                else ""
-            )
+            measured = sum((name, concurrency) in result for result in rounds)
+            if not measured:
+                lines.append(f"| {concurrency} | {LABELS[name]} | failed in every round | | | |")
+                continue
+            value = {
+                field: cell_median(rounds, name, concurrency, field)
+                for field in ("rps", "p50_ms", "p99_ms")
+            }
+            cpu = {
+                role: cell_median(rounds, name, concurrency, f"cpu_ms {role}")
+                for role in roles[name]
+            }
+            shortfall = f" ({measured} of {len(rounds)} rounds)" if measured < len(rounds) else ""
             lines.append(
-                f"| {concurrency} | {LABELS[name]} | {value['rps']:.0f} | {value['p50_ms']:.1f} | "
-                f"{value['p99_ms']:.1f} | {sum(cpu):.2f}{apart} |"
+                f"| {concurrency} | {LABELS[name]}{shortfall} | {value['rps']:.0f} | "
+                f"{value['p50_ms']:.1f} | {value['p99_ms']:.1f} | "
+                f"{sum(cpu.values()):.2f}{apart(cpu, 2)} |"
             )
     lines += [
         "",
@@ -321,19 +346,21 @@ def report(names: list[str], rounds: list[dict]) -> str:
         "| --- | --- | --- |",
     ]
     for name in names:
-        rss = [median(rounds, (name, f"rss_mb {role}")) for role in roles[name]]
-        apart = (
-            " ("
-            + ", ".join(f"{role} {mb:.0f}" for role, mb in zip(roles[name], rss, strict=True))
-            + ")"
-            if len(rss) > 1
-            else ""
-        )
+        rss = {role: median(rounds, (name, f"rss_mb {role}")) for role in roles[name]}
         starts = ", ".join(f"{result[(name, 'start_s')]:.1f}" for result in rounds)
         lines.append(
             f"| {LABELS[name]} | {median(rounds, (name, 'start_s')):.1f} (rounds: {starts}) | "
-            f"{sum(rss):.0f}{apart} |"
+            f"{sum(rss.values()):.0f}{apart(rss, 0)} |"
         )
+    errors = [
+        f"{name} at concurrency {concurrency}: {result[(name, concurrency)]['socket_errors']}"
+        for result in rounds
+        for concurrency in CONCURRENCY
+        for name in names
+        if result.get((name, concurrency), {}).get("socket_errors")
+    ]
+    if errors:
+        lines += ["", "wrk's socket errors (timeouts included): " + "; ".join(errors)]
     if NNSERVE in names and len(names) > 1:
         lines += ["", *goals(names, rounds)]
     return "\n".join(lines)
@@ -342,43 +369,40 @@ def report(names: list[str], rounds: list[dict]) -> str:
 def goals(names: list[str], rounds: list[dict]) -> list[str]:
     others = [name for name in names if name != NNSERVE]
 
-    def rps(name: str, concurrency: int) -> float:
-        return statistics.median(result[(name, concurrency)]["rps"] for result in rounds)
-
-    def against_best(result: dict, concurrency: int) -> float:
+    def against_best(result: dict, concurrency: int) -> str:
+        cells = [(name, concurrency) for name in names]
+        if not all(cell in result for cell in cells):
+            return "-"
         best = max(result[(other, concurrency)]["rps"] for other in others)
-        return result[(NNSERVE, concurrency)]["rps"] / best
-
-    def p99(name: str) -> float:
-        return statistics.median(result[(name, 16)]["p99_ms"] for result in rounds)
+        return f"{result[(NNSERVE, concurrency)]['rps'] / best:.2f}"
 
     lines = []
     for concurrency, goal in ((16, 1.5), (1, 1.1)):
-        best = max(others, key=lambda name: rps(name, concurrency))
-        ratio = rps(NNSERVE, concurrency) / rps(best, concurrency)
-        by_round = ", ".join(f"{against_best(result, concurrency):.2f}" for result in rounds)
+        best = max(others, key=lambda name: cell_median(rounds, name, concurrency, "rps"))
+        ratio = cell_median(rounds, NNSERVE, concurrency, "rps") / cell_median(
+            rounds, best, concurrency, "rps"
+        )
+        by_round = ", ".join(against_best(result, concurrency) for result in rounds)
         lines.append(
-            f"- requests/s at concurrency {concurrency}: {ratio:.2f}x the best peer ({best}; "
+            f"- requests/s at concurrency {concurrency}: {ratio:.2f}x the best peer's ({best}; "
             f"against each round's best: {by_round}); goal >= {goal}x: "
             f"{'met' if ratio >= goal else 'not met'}"
         )
-    best = min(others, key=p99)
+    p99 = {name: cell_median(rounds, name, 16, "p99_ms") for name in names}
+    best = min(others, key=p99.get)
     lines.append(
-        f"- p99 at concurrency 16: {p99(NNSERVE):.1f} ms against the best peer's {p99(best):.1f} "
-        f"ms ({best}): {'met' if p99(NNSERVE) <= p99(best) else 'not met'}"
+        f"- p99 at concurrency 16: {p99[NNSERVE]:.1f} ms against the best peer's {p99[best]:.1f} "
+        f"ms ({best}): {'met' if p99[NNSERVE] <= p99[best] else 'not met'}"
     )
-    start = median(rounds, (NNSERVE, "start_s"))
-    fastest = min(others, key=lambda name: median(rounds, (name, "start_s")))
-    fastest_start = median(rounds, (fastest, "start_s"))
+    start = {name: median(rounds, (name, "start_s")) for name in names}
+    fastest = min(others, key=start.get)
     lines.append(
-        f"- start to first correct answer: {start:.1f} s against {fastest_start:.1f} s "
-        f"({fastest}): {'met' if start <= fastest_start else 'not met'}"
+        f"- start to first correct answer: {start[NNSERVE]:.1f} s against {start[fastest]:.1f} s "
+        f"({fastest}): {'met' if start[NNSERVE] <= start[fastest] else 'not met'}"
     )
     if FASTAPI in others:
-        server, fastapi = (
-            median(rounds, (NNSERVE, "rss_mb model server")),
-            median(rounds, (FASTAPI, "rss_mb server")),
-        )
+        server = median(rounds, (NNSERVE, "rss_mb model server"))
+        fastapi = median(rounds, (FASTAPI, "rss_mb server"))
         lines.append(
             f"- model server RSS: {server:.0f} MB against the FastAPI peer's {fastapi:.0f} MB: "
             f"{'met' if server <= fastapi else 'not met'}"
