@@ -9,17 +9,20 @@ worker and its default settings, from a file of its own under bench/peers/, in a
 environment of its own under --cache-dir/venvs, installed from bench/peers/requirements/PEER.txt
 (pinned; reused while that file is unchanged; one pip cache for all). --prepare only installs
 them. nnserve runs as `nnserve up` runs it: `nnserve model-server` and `nnserve gateway`, started
-together, from this checkout.
+together, from this checkout, on the Python running this script (the project's venv).
 
-Each round starts every peer in turn, alone (timing process start to the first answer whose
-probabilities match the SavedModel's own, computed outside any server; an answer that is wrong
-stops the benchmark), then POSTs the same one-image request body (the version's
-example_request.json, TF Serving's row format, which every peer here takes) with Debian's wrk at
-concurrency 1, 16 and 64, the peers in turn within each concurrency, --seconds after a 1 s
-warm-up, and finally stops them. The order of the peers rotates from round to round. The report
-gives medians over rounds: requests/s, p50 and p99; CPU time per request answered of each
-process tree (nnserve: gateway and model server apart; the warm-up's requests and CPU both
-count); resident memory of each tree after the round's load; and start to first correct answer.
+Every peer is first started once, untimed. All keep their compiled bytecode in
+--cache-dir/pycache (PYTHONPYCACHEPREFIX): pip compiles what it installs, uv (nnserve's
+Makefile) does not, so each timed start is a second start, as on a user's machine. Each round
+then starts every peer in turn, alone, timing process start to the first answer whose
+probabilities match the SavedModel's own (computed outside any server; a wrong answer stops the
+benchmark), POSTs the same one-image request body (the version's example_request.json, TF
+Serving's row format, which every peer here takes) with Debian's wrk at concurrency 1, 16 and
+64, the peers in turn within each concurrency, --seconds after a 1 s warm-up, and stops them.
+The order of the peers rotates from round to round. The report gives medians over rounds:
+requests/s, p50 and p99; CPU time per request answered of each process tree (nnserve: gateway
+and model server apart; the warm-up's requests and CPU both count); resident memory of each tree
+after the round's load; and start to first correct answer.
 Peer logs go to --cache-dir/logs.
 
 Goals (issue 16), against the best other peer in the same run: requests/s >= 1.5x at
@@ -70,21 +73,29 @@ class Running:
 @dataclass
 class Launch:
     """What starting a peer needs: its environment's Python, the SavedModel version, a folder
-    to run in (some peers write files into their working directory) and a log file."""
+    to run in (some peers write files into their working directory), a log file, and where
+    every peer's Python keeps the bytecode it compiles."""
 
     python: Path
     version_dir: Path
     model_name: str
     workdir: Path
     log: Path
+    pycache: Path
 
     def start(self, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        # Bytecode in one folder of the cache for every peer alike: pip compiles what it installs,
+        # uv (nnserve's `make run`) does not, and a PYTHONDONTWRITEBYTECODE in the environment
+        # would have every start of an uncompiled venv compile thousands of modules again.
+        environ = {key: value for key, value in os.environ.items()
+                   if key != "PYTHONDONTWRITEBYTECODE"}  # fmt: skip
+        environ |= {"PYTHONPYCACHEPREFIX": str(self.pycache)}
         # A process group of its own: stopping it also ends workers its leader leaves behind.
         with self.log.open("ab") as log:
             return subprocess.Popen(
                 command,
                 cwd=self.workdir,
-                env={**os.environ, "BENCH_SAVEDMODEL": str(self.version_dir), **(env or {})},
+                env={**environ, "BENCH_SAVEDMODEL": str(self.version_dir), **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -252,6 +263,18 @@ def stop(running: Running) -> None:
         process.wait()
 
 
+def start(name: str, launch: Launch, body: bytes, expected: list[dict]) -> tuple[Running, float]:
+    """A started peer, and the seconds from its start to its first correct answer."""
+    started = time.perf_counter()
+    running = STARTERS[name](launch)
+    try:
+        until_first_answer(name, running, body, expected, launch.log)
+    except BaseException:
+        stop(running)
+        raise
+    return running, time.perf_counter() - started
+
+
 def run_round(
     order: list[str], launches: dict[str, Launch], body_file: Path, expected: list[dict],
     seconds: float,
@@ -263,10 +286,7 @@ def run_round(
     running: dict[str, Running] = {}
     try:
         for name in order:
-            started = time.perf_counter()
-            running[name] = STARTERS[name](launches[name])
-            until_first_answer(name, running[name], body, expected, launches[name].log)
-            results[(name, "start_s")] = time.perf_counter() - started
+            running[name], results[(name, "start_s")] = start(name, launches[name], body, expected)
             print(f"  {name:<9} first correct answer after {results[(name, 'start_s')]:.1f} s")
         for concurrency in CONCURRENCY:
             for name in order:
@@ -446,7 +466,9 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (cache / "logs").mkdir(exist_ok=True)
         log = cache / "logs" / f"{stamp}-{name}.log"
-        launches[name] = Launch(pythons[name], version_dir, base.name, workdir, log)
+        launches[name] = Launch(
+            pythons[name], version_dir, base.name, workdir, log, cache / "pycache"
+        )
     cells = args.rounds * len(names) * len(CONCURRENCY)
     print(
         f"{base.name} version {version_dir.name}; peers {', '.join(names)}; {args.rounds} rounds "
@@ -458,6 +480,12 @@ def main() -> None:
     for name in names:
         if name != NNSERVE:
             print(" ", (PEER_FILES / "requirements" / f"{name}.txt").read_text().splitlines()[0])
+    # Untimed: compiles each peer's bytecode into the cache and reads its files into the page
+    # cache, so that every timed start is a second start, as on a user's machine.
+    for name in names:
+        running, seconds = start(name, launches[name], body_file.read_bytes(), expected)
+        stop(running)
+        print(f"  {name:<9} first start (untimed): {seconds:.1f} s", flush=True)
     rounds = []
     for number in range(args.rounds):
         order = names[number % len(names) :] + names[: number % len(names)]
