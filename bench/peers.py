@@ -12,8 +12,8 @@ them. nnserve runs as `nnserve up` runs it: `nnserve model-server` and `nnserve 
 together, from this checkout, on the Python running this script (the project's venv).
 
 Every peer is first started once, untimed. All keep their compiled bytecode in
---cache-dir/pycache (PYTHONPYCACHEPREFIX): pip compiles what it installs, uv (nnserve's
-Makefile) does not, so each timed start is a second start, as on a user's machine. Each round
+--cache-dir/pycache (PYTHONPYCACHEPREFIX), whatever compiled (or did not compile) at install
+time, so each timed start is a second start, as on a user's machine. Each round
 then starts every peer in turn, alone, timing process start to the first answer whose
 probabilities match the SavedModel's own (computed outside any server; a wrong answer stops the
 benchmark), POSTs the same one-image request body (the version's example_request.json, TF
@@ -84,9 +84,9 @@ class Launch:
     pycache: Path
 
     def start(self, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        # Bytecode in one folder of the cache for every peer alike: pip compiles what it installs,
-        # uv (nnserve's `make run`) does not, and a PYTHONDONTWRITEBYTECODE in the environment
-        # would have every start of an uncompiled venv compile thousands of modules again.
+        # Bytecode in one folder of the cache for every peer alike, however its venv was
+        # installed: a PYTHONDONTWRITEBYTECODE in the environment would otherwise have every
+        # start of a venv without bytecode (the peers' own files) compile its modules again.
         environ = {key: value for key, value in os.environ.items()
                    if key != "PYTHONDONTWRITEBYTECODE"}  # fmt: skip
         environ |= {"PYTHONPYCACHEPREFIX": str(self.pycache)}
