@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(BIN)/python:
 	@echo "installing nnserve and its dependencies into $(VENV) (the first time: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet 'uv>=0.9,<1'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv>=0.9,<1'
 
 # uv installs the same packages from PyPI as pip, several times faster (TensorFlow and Prefect
 # are large). Reinstall only when the dependency list changes. Unlike pip, uv does not compile

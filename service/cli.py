@@ -108,8 +108,9 @@ def _parser() -> argparse.ArgumentParser:
         "Trains the spec's model if the model repository has no version of it, then runs the "
         "model server (TensorFlow Serving's gRPC API) and the gateway (HTTP) on 127.0.0.1 until "
         "Ctrl-C. Both serve what the model config lists; a model of the repository it lacks is "
-        "added with its newest version stable. Prints a line per step, then a banner once every "
-        "model is AVAILABLE.",
+        "added with its newest version stable. With --models they serve only the models named "
+        "and the spec's, while the model config keeps every model's entry and labels. Prints a "
+        "line per step, then a banner once every model served is AVAILABLE.",
         reads=(
             "NNSERVE_MODEL_REPO",
             "NNSERVE_RUNS_DIR",
@@ -139,6 +140,17 @@ def _parser() -> argparse.ArgumentParser:
         help="where the model server runs: `docker` runs NNSERVE_TFSERVING_IMAGE "
         "(tensorflow/serving) on a Docker engine, `embedded` runs nnserve model-server; "
         "`auto` (default) takes Docker where an engine answers and has the image",
+    )
+    up.add_argument(
+        "--models",
+        metavar="NAME[,NAME...]",
+        type=_model_names,
+        action="extend",
+        help="serve only these models of the model repository or the model config, and the "
+        "spec's model, which is always served; repeatable. A model missing from the model config "
+        "is added to it; the other models' entries and labels stay there. `nnserve promote` and "
+        "`rollback` of a model served take effect as without --models (default: every model of "
+        "both)",
     )
     _add_verbose(up)
     up.set_defaults(run=_up)
@@ -426,6 +438,7 @@ def _up(args: argparse.Namespace) -> int:
             http_port=args.http_port,
             engine=args.engine,
             verbose=args.verbose,
+            models=args.models,
         )
     except up.UpError as error:
         raise UserError(str(error)) from error
@@ -561,6 +574,15 @@ def _allow_slow_prefect_start() -> None:
     """On its first run Prefect's ephemeral API builds its database before it answers, which
     takes longer than Prefect's 20 s default on a busy two-core machine; a user's setting wins."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _model_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"expected model names separated by commas, such as digits-cnn,iris-mlp; got {text!r}"
+        )
+    return names
 
 
 def _positive(text: str) -> int:

@@ -27,7 +27,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +166,17 @@ def entry(config: Config, model: str) -> ModelEntry | None:
 def labels(config: Config, model: str) -> dict[str, int]:
     item = entry(config, model)
     return dict(item.version_labels) if item is not None else {}
+
+
+def only_models(config: Config, models: Collection[str]) -> Config:
+    """A copy of `config` that lists only the entries of `models`, each as it is there: what a
+    model server serving just those models is given (`nnserve up --models`)."""
+    kept = _copy(config)
+    del kept.model_config_list.config[:]
+    kept.model_config_list.config.extend(
+        item for item in config.model_config_list.config if item.name in models
+    )
+    return kept
 
 
 def served_versions(config: Config, model: str, on_disk: Iterable[int]) -> set[int]:
@@ -370,15 +381,17 @@ def add_missing_models(
     repo: Path,
     model_server: ModelStatusClient | None,
     timeout_seconds: float = DEFAULT_PROMOTION_TIMEOUT_SECONDS,
+    only: Collection[str] | None = None,
 ) -> list[Promotion]:
-    """List every model of the repository the config lacks, its newest complete version stable.
+    """List every model of the repository (or those of it in `only`) the config lacks, its
+    newest complete version stable.
 
     Models already listed are left as they are: their labels and versions are the record.
     """
     listed = {item.name for item in read(config_file, missing_ok=True).model_config_list.config}
     added = []
     for model in model_repository.models(repo):
-        if model not in listed:
+        if model not in listed and (only is None or model in only):
             newest = max(model_repository.complete_versions(repo / model))
             added.append(
                 promote(config_file, model, newest, repo / model, model_server, timeout_seconds)

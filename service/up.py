@@ -3,12 +3,15 @@
 Both serve every model of the model config file, the record of what is served
 (service/serving_config.py), made or extended from the repository: a model on disk that the file
 lacks is added with its newest version stable. `nnserve promote` and `nnserve rollback` change it
-while `up` runs.
+while `up` runs. With `--models`, both serve only the models named (and the spec's) from a view of
+the record that `up` keeps in step with it (service/served_view.py); the record keeps the other
+models' entries and labels.
 
 Each part runs in its own process, as it would in a deployment: training and the model server load
 TensorFlow, the gateway does not.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -18,13 +21,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import pipeline
 from pipeline.dataset_files import DatasetError, check_files
 from pipeline.spec import SpecError, load_spec
-from service import console, docker_model_server, model_repository, serving_config
+from service import console, docker_model_server, model_repository, served_view, serving_config
 from service.console import OVERALL
 from service.ports import ensure_free
 from service.processes import dies_with_parent
@@ -41,8 +45,14 @@ class UpError(RuntimeError):
 
 
 def run(
-    spec_path: Path, grpc_port: int, http_port: int, engine: str = "auto", verbose: bool = False
+    spec_path: Path,
+    grpc_port: int,
+    http_port: int,
+    engine: str = "auto",
+    verbose: bool = False,
+    models: Collection[str] | None = None,
 ) -> int:
+    """`models`: serve only these and the spec's model (None: every model)."""
     try:
         spec = load_spec(spec_path)
         check_files(spec.dataset)
@@ -51,9 +61,11 @@ def run(
     for port in (grpc_port, http_port):
         ensure_free(HOST, port)
     settings = get_settings()
+    repo = settings.model_repo.absolute()
+    config_file = settings.serving_config_file().absolute()
+    chosen = None if models is None else _chosen(models, spec.name, repo, config_file)
     # Chosen before any training, so that a missing engine or image is said at once.
     docker = _docker_engine(engine, settings.tfserving_image)
-    repo = settings.model_repo.absolute()
     if not model_repository.complete_versions(repo / spec.name):
         print(f"no version of {spec.name} in {repo}: training it first", flush=True)
         # Promoted at the address the model server will have: nothing answers there yet, so
@@ -62,65 +74,66 @@ def run(
         train = _nnserve("train", str(spec_path), "--progress", OVERALL, *_verbose(verbose))
         if subprocess.call(train, env={**os.environ, **address}) != 0:
             raise UpError(f"training {spec.name} failed; see the output above")
-    config_file = settings.serving_config_file().absolute()
-    served = _serving_record(config_file, repo, spec.name)
+    served = _serving_record(config_file, repo, spec.name, chosen)
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    print(f"starting the model server and the gateway on {HOST}", flush=True)
-    # Their logs at WARNING unless asked for more: no request log of the readiness checks.
-    logs = {} if not console.is_quiet(verbose) else {"NNSERVE_LOG_LEVEL": "WARNING"}
-    if docker:
-        model_server = docker_model_server.ModelServerContainer.start(
-            docker, settings.tfserving_image, grpc_port, config_file, repo
-        )
-        print(
-            f"model server: container {model_server.name} of {settings.tfserving_image}",
-            flush=True,
-        )
-    else:
-        model_server = _start(
-            "model-server",
+    with contextlib.ExitStack() as cleanup:
+        served_config = _served_config(cleanup, config_file, grpc_port, chosen)
+        print(f"starting the model server and the gateway on {HOST}", flush=True)
+        # Their logs at WARNING unless asked for more: no request log of the readiness checks.
+        logs = {} if not console.is_quiet(verbose) else {"NNSERVE_LOG_LEVEL": "WARNING"}
+        if docker:
+            model_server = docker_model_server.ModelServerContainer.start(
+                docker, settings.tfserving_image, grpc_port, served_config, repo
+            )
+            print(
+                f"model server: container {model_server.name} of {settings.tfserving_image}",
+                flush=True,
+            )
+        else:
+            model_server = _start(
+                "model-server",
+                "--host",
+                HOST,
+                f"--port={grpc_port}",
+                f"--model_config_file={served_config}",
+                # Promotions and rollbacks (`nnserve promote`, `rollback`) take effect within 1 s.
+                "--model_config_file_poll_wait_seconds=1",
+                # As TF Serving, a server starts from a config with version labels only with this.
+                "--allow_version_labels_for_unavailable_models=true",
+                env=logs,
+            )
+        gateway = _start(
+            "gateway",
             "--host",
             HOST,
-            f"--port={grpc_port}",
-            f"--model_config_file={config_file}",
-            # Promotions and rollbacks (`nnserve promote`, `rollback`) take effect within 1 s.
-            "--model_config_file_poll_wait_seconds=1",
-            # As TF Serving, a server starts from a config with version labels only with this.
-            "--allow_version_labels_for_unavailable_models=true",
-            env=logs,
+            "--port",
+            str(http_port),
+            env={
+                "NNSERVE_TFSERVING_ADDR": f"{HOST}:{grpc_port}",
+                "NNSERVE_MODEL_CONFIG_FILE": str(served_config),
+                **logs,
+            },
         )
-    gateway = _start(
-        "gateway",
-        "--host",
-        HOST,
-        "--port",
-        str(http_port),
-        env={
-            "NNSERVE_TFSERVING_ADDR": f"{HOST}:{grpc_port}",
-            "NNSERVE_MODEL_CONFIG_FILE": str(config_file),
-            **logs,
-        },
-    )
-    # Stopped in this order: the gateway stops taking requests before its backend goes away.
-    children = {"gateway": gateway, "model server": model_server}
-    try:
-        gateway_url = f"http://{HOST}:{http_port}"
-        _wait_until_ready(gateway_url, children, stop)
-        if stop.is_set():
+        # Stopped in this order: the gateway stops taking requests before its backend goes away.
+        children = {"gateway": gateway, "model server": model_server}
+        try:
+            gateway_url = f"http://{HOST}:{http_port}"
+            _wait_until_ready(gateway_url, children, stop)
+            if stop.is_set():
+                return 0
+            _print_banner(served, spec.name, chosen is not None, grpc_port, gateway_url)
+            while not stop.wait(0.5):
+                if _any_died(children):
+                    raise UpError(_died(children))
+            print("\nstopping gateway and model server", flush=True)
             return 0
-        _print_banner(served, spec.name, grpc_port, gateway_url)
-        while not stop.wait(0.5):
-            if _any_died(children):
-                raise UpError(_died(children))
-        print("\nstopping gateway and model server", flush=True)
-        return 0
-    finally:
-        _stop_all(children)
-        if docker:
-            model_server.remove()
+        finally:
+            _stop_all(children)
+            if docker:
+                model_server.remove()
 
 
 def _docker_engine(engine: str, image: str):
@@ -146,12 +159,32 @@ class ServedModel:
     base_path: Path
 
 
-def _serving_record(config_file: Path, repo: Path, model: str) -> list[ServedModel]:
-    """The models of the model config the model server serves from, with every model of the
-    repository it lacks added (its newest version stable; the file is made if missing). `model`
-    (the spec's) must have a stable version."""
+def _chosen(names: Collection[str], spec_model: str, repo: Path, config_file: Path) -> frozenset:
+    """The models `--models` names and the spec's model (which `up` trains when missing); a
+    name that neither the repository nor the record holds is refused."""
     try:
-        serving_config.add_missing_models(config_file, repo, model_server=None)
+        record = serving_config.read(config_file, missing_ok=True)
+    except serving_config.ServingConfigError as error:
+        raise UpError(str(error)) from error
+    held = set(model_repository.models(repo))
+    held.update(item.name for item in record.model_config_list.config)
+    unknown = sorted(set(names) - held - {spec_model})
+    if unknown:
+        raise UpError(
+            f"--models: no model named {', '.join(unknown)} in the model repository {repo} or "
+            f"its model config; models there: {', '.join(sorted(held)) or 'none'}"
+        )
+    return frozenset(names) | {spec_model}
+
+
+def _serving_record(
+    config_file: Path, repo: Path, model: str, chosen: frozenset | None
+) -> list[ServedModel]:
+    """The models served from the model config (those of `chosen`, or all), with every model of
+    the repository it lacks (of `chosen`, or all) added (its newest version stable; the file is
+    made if missing). `model` (the spec's) must have a stable version."""
+    try:
+        serving_config.add_missing_models(config_file, repo, model_server=None, only=chosen)
         config = serving_config.read(config_file)
     except serving_config.ServingConfigError as error:
         raise UpError(str(error)) from error
@@ -160,11 +193,27 @@ def _serving_record(config_file: Path, repo: Path, model: str) -> list[ServedMod
             f"{config_file} gives {model} no stable version: "
             f"`nnserve promote {model} VERSION` chooses one"
         )
+    if chosen is not None:
+        config = serving_config.only_models(config, chosen)
     return [
         ServedModel(item.name, item.version_labels[serving_config.STABLE], Path(item.base_path))
         for item in sorted(config.model_config_list.config, key=lambda item: item.name)
         if serving_config.STABLE in item.version_labels
     ]
+
+
+def _served_config(
+    cleanup: contextlib.ExitStack, config_file: Path, grpc_port: int, chosen: frozenset | None
+) -> Path:
+    """The model config the model server and the gateway read: the record itself, or with
+    `--models` a view of it, which `cleanup` removes."""
+    if chosen is None:
+        return config_file
+    view = served_view.path_for(config_file, grpc_port)
+    try:
+        return cleanup.enter_context(served_view.mirrored(config_file, view, chosen))
+    except serving_config.ServingConfigError as error:
+        raise UpError(str(error)) from error
 
 
 def _verbose(verbose: bool) -> tuple[str, ...]:
@@ -221,16 +270,19 @@ def _readiness(readyz_url: str, last: dict[str, str]) -> tuple[bool, dict[str, s
 
 
 def _print_banner(
-    served: list[ServedModel], spec_model: str, grpc_port: int, gateway_url: str
+    served: list[ServedModel], spec_model: str, chosen: bool, grpc_port: int, gateway_url: str
 ) -> None:
     width = max(len(model.name) for model in served)
     listing = "".join(
         f"  {model.name:<{width}}  version {model.stable} (stable)\n" for model in served
     )
     shown = next(model for model in served if model.name == spec_model)
+    what = (
+        "the models --models chose of the model config" if chosen else "what the model config lists"
+    )
     example = shown.base_path / str(shown.stable) / "assets.extra" / "example_request.json"
     print(
-        f"\nnnserve is up, serving what the model config lists:\n{listing}"
+        f"\nnnserve is up, serving {what}:\n{listing}"
         f"  model server (gRPC, TensorFlow Serving API): {HOST}:{grpc_port}\n"
         f"  gateway (HTTP):                              {gateway_url}\n\n"
         f"Predict:\n"

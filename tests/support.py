@@ -128,11 +128,11 @@ def nnserve(*args: str, env: dict[str, str | None] | None = None, **popen) -> su
 
 
 def start_up(
-    spec: Path, repo: Path, runs_dir: Path, as_users_run_it: bool = False
+    spec: Path, repo: Path, runs_dir: Path, *options: str, as_users_run_it: bool = False
 ) -> tuple[subprocess.Popen, int, int]:
-    """`nnserve up --spec SPEC` on free ports, serving `repo`, its stdout a text pipe; returns
-    the process and its gRPC and HTTP ports. `as_users_run_it`: stderr goes into the same pipe,
-    and the quieting settings the tests themselves set are left out."""
+    """`nnserve up --spec SPEC OPTIONS` on free ports, serving `repo`, its stdout a text pipe;
+    returns the process and its gRPC and HTTP ports. `as_users_run_it`: stderr goes into the same
+    pipe, and the quieting settings the tests themselves set are left out."""
     grpc_port, http_port = free_port(), free_port()
     process = nnserve(
         "up",
@@ -142,6 +142,7 @@ def start_up(
         str(grpc_port),
         "--http-port",
         str(http_port),
+        *options,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if as_users_run_it else None,
         text=True,

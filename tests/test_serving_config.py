@@ -124,6 +124,33 @@ def test_promote_without_a_model_server_at_the_address_writes_at_once(tmp_path):
     assert state(serving_config.read(config_file), "m") == ([1], {STABLE: 1})
 
 
+def test_only_models_keeps_the_named_entries_whole_and_nothing_else():
+    config = config_of(
+        ("a", [1, 2], {STABLE: 2, PREVIOUS: 1}), ("b", [5], {STABLE: 5}), ("c", [3], {STABLE: 3})
+    )
+    view = serving_config.only_models(config, {"c", "a", "absent"})
+    assert [item.name for item in view.model_config_list.config] == ["a", "c"]
+    assert serving_config.entry(view, "a") == serving_config.entry(config, "a")
+    assert serving_config.entry(view, "c") == serving_config.entry(config, "c")
+    assert [item.name for item in config.model_config_list.config] == ["a", "b", "c"]  # a copy
+    assert list(serving_config.only_models(config, ()).model_config_list.config) == []
+
+
+def test_add_missing_models_adds_only_those_asked_for(tmp_path):
+    repo = tmp_path / "models"
+    for model, version in (("a", 1), ("b", 2), ("b", 4)):
+        (repo / model / str(version)).mkdir(parents=True)
+        (repo / model / str(version) / "saved_model.pb").touch()
+    config_file = repo / "models.config"
+    added = serving_config.add_missing_models(config_file, repo, None, only={"b", "elsewhere"})
+    assert [(promotion.model, promotion.version) for promotion in added] == [("b", 4)]
+    config = serving_config.read(config_file)
+    assert [item.name for item in config.model_config_list.config] == ["b"]
+    assert state(config, "b") == ([4], {STABLE: 4})
+    serving_config.add_missing_models(config_file, repo, None)
+    assert state(serving_config.read(config_file), "a") == ([1], {STABLE: 1})
+
+
 # The file
 
 

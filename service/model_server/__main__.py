@@ -9,6 +9,7 @@ from service import json_logging
 from service.cli import UserError, add_model_server_arguments, check_model_server_arguments
 from service.model_server.channel_arguments import parse_channel_arguments
 from service.model_server.limits import FeedLimits
+from service.model_server.without_keras import hide_keras
 from service.ports import PortInUseError
 from service.settings import get_settings
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    hide_keras()
     from service.model_server.batching import BatchingParameters, read_batching_parameters
     from service.model_server.config import ConfigError, read_config_file
     from service.model_server.manager import ModelConfig

@@ -1,6 +1,6 @@
-"""One served set: `nnserve up` serves every model of the repository, and `/v1/models`,
-`/readyz` and the demo page list exactly what the model config serves; a model or version on
-disk that the config leaves out is a 404 that says so."""
+"""One served set: `nnserve up` serves every model of the repository (`--models` only those it
+names), and `/v1/models`, `/readyz` and the demo page list exactly what the model server serves;
+a model or version on disk that is not served is a 404 that says so."""
 
 import signal
 import subprocess
@@ -11,10 +11,11 @@ import httpx
 import pytest
 from gateway.browser import headless_chromium, needs_chromium
 from gateway.servers import HALF_PLUS_TWO
-from support import read_until, start_up, stop
+from support import nnserve, read_until, start_up, stop, wait_until
 
 from service import serving_config
 from service.gateway.catalog import ModelCatalog
+from service.model_status import ModelStatusClient
 
 pytestmark = pytest.mark.skipif(
     not HALF_PLUS_TWO.is_dir(), reason="../shared/tfserving-testdata is absent"
@@ -27,6 +28,15 @@ def put_model(repo: Path, name: str, version: int = VERSION) -> None:
     """A version of `name` in the repository: TF Serving's half_plus_two, linked, not copied."""
     (repo / name).mkdir(parents=True, exist_ok=True)
     (repo / name / str(version)).symlink_to(HALF_PLUS_TWO / f"{VERSION:08d}")
+
+
+def alpha_spec(folder: Path) -> Path:
+    """A spec of `alpha`, so that `up` trains nothing where the repository holds alpha."""
+    spec = folder / "alpha.yaml"
+    spec.write_text(
+        "name: alpha\ndataset: {name: iris}\nmodel: {architecture: mlp}\ntraining: {epochs: 1}\n"
+    )
+    return spec
 
 
 @dataclass
@@ -49,11 +59,7 @@ def up(tmp_path_factory) -> Up:
     repo = root / "models"
     put_model(repo, "alpha")
     put_model(repo, "beta")
-    spec = root / "alpha.yaml"
-    spec.write_text(
-        "name: alpha\ndataset: {name: iris}\nmodel: {architecture: mlp}\ntraining: {epochs: 1}\n"
-    )
-    process, grpc_port, http_port = start_up(spec, repo, root / "runs")
+    process, grpc_port, http_port = start_up(alpha_spec(root), repo, root / "runs")
     try:
         banner = read_until(process, "Press Ctrl-C to stop.", timeout=120)
         url = f"http://127.0.0.1:{http_port}"
@@ -187,6 +193,91 @@ def test_the_demo_page_lists_the_served_models_only(gamma_on_disk, gateways, tmp
     with headless_chromium() as browser:
         assert offered(gamma_on_disk.url) == (["alpha", "beta"], "alpha", "")
         assert offered(other.url) == (["alpha", "beta"], "alpha", "")
+
+
+def test_up_with_models_serves_only_those_keeps_the_record_and_follows_promotions(tmp_path):
+    repo = tmp_path / "models"
+    put_model(repo, "alpha")
+    put_model(repo, "beta", VERSION)
+    put_model(repo, "beta", VERSION + 1)
+    put_model(repo, "gamma")
+    record = repo / "models.config"
+    for version in (VERSION, VERSION + 1):
+        serving_config.promote(record, "beta", version, repo / "beta", None)
+    beta = serving_config.entry(serving_config.read(record), "beta")
+    assert dict(beta.version_labels) == {"stable": VERSION + 1, "previous": VERSION}
+
+    process, grpc_port, http_port = start_up(
+        alpha_spec(tmp_path), repo, tmp_path / "runs", "--models", "alpha"
+    )
+    url, grpc_address = f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
+    view = repo / f"models.config.up-{grpc_port}"
+    try:
+        banner = read_until(process, "Press Ctrl-C to stop.", timeout=120)
+        assert view.is_file()
+        # The banner, the gateway and the model server itself: alpha alone.
+        assert (
+            "serving the models --models chose of the model config:\n"
+            f"  alpha  version {VERSION} (stable)\n  model server"
+        ) in banner
+        assert names(httpx.get(f"{url}/v1/models", timeout=30).json()) == ["alpha"]
+        readiness = httpx.get(f"{url}/readyz", timeout=30)
+        assert readiness.status_code == 200
+        assert readiness.json()["models"] == {"alpha": "AVAILABLE"}
+        with ModelStatusClient(grpc_address) as model_server:
+            assert model_server.statuses("beta") == []
+            assert [status.state for status in model_server.statuses("alpha")] == ["AVAILABLE"]
+        refused = httpx.post(f"{url}/v1/models/beta:predict", json={"instances": [1.0]}, timeout=30)
+        assert refused.status_code == 404
+        assert refused.json()["error"].startswith(
+            f"model beta has versions on disk ({VERSION}, {VERSION + 1}) but is not served"
+        )
+        # The record: alpha added; beta, which is not served, as it was; gamma, named nowhere,
+        # not added.
+        config = serving_config.read(record)
+        assert [item.name for item in config.model_config_list.config] == ["beta", "alpha"]
+        assert serving_config.entry(config, "beta") == beta
+        assert serving_config.labels(config, "alpha") == {"stable": VERSION}
+
+        # A promotion writes the record and waits for the model server: it gets there.
+        put_model(repo, "alpha", VERSION + 1)
+        promote = nnserve(
+            "promote",
+            "alpha",
+            str(VERSION + 1),
+            env={
+                "NNSERVE_MODEL_REPO": str(repo),
+                "NNSERVE_TFSERVING_ADDR": grpc_address,
+                "NNSERVE_PROMOTION_TIMEOUT_SECONDS": "60",
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        said, _ = promote.communicate(timeout=120)
+        assert promote.returncode == 0, said
+        assert f"AVAILABLE on the model server at {grpc_address}" in said
+
+        def stable_version() -> str | None:
+            metadata = httpx.get(f"{url}/v1/models/alpha/metadata", timeout=30)
+            return metadata.json().get("model_spec", {}).get("version")
+
+        wait_until(
+            lambda: stable_version() == str(VERSION + 1),
+            30,
+            f"the gateway answering alpha from version {VERSION + 1}",
+            process,
+        )
+        (alpha,) = httpx.get(f"{url}/v1/models", timeout=30).json()["models"]
+        assert alpha["labels"] == {"stable": str(VERSION + 1), "previous": str(VERSION)}
+        assert serving_config.entry(serving_config.read(record), "beta") == beta
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+        assert not view.exists()
+        assert serving_config.entry(serving_config.read(record), "beta") == beta
+    finally:
+        stop(process, timeout=60)
 
 
 def test_the_catalog_explains_only_what_the_config_leaves_out(tmp_path):

@@ -1,0 +1,85 @@
+"""The served view of `nnserve up --models`: the model config the model server and the gateway
+read when `up` serves fewer models than the record lists.
+
+The record (service/serving_config.py) keeps every model's entry and labels, which are promotion
+state; the view lists only the chosen models' entries. It is copied from the record whenever the
+record changes, so that `nnserve promote` and `rollback`, which write the record and then wait
+for the model server, take effect while `up --models` runs.
+"""
+
+import contextlib
+import logging
+import threading
+from collections.abc import Collection, Iterator
+from pathlib import Path
+
+from service import serving_config
+
+# The model server re-reads its config every second under `up`: a change of the record reaches
+# it within 1.5 s.
+POLL_SECONDS = 0.5
+_STOP_TIMEOUT_SECONDS = 10
+
+log = logging.getLogger(__name__)
+
+
+def path_for(record: Path, grpc_port: int) -> Path:
+    """Where `up` on `grpc_port` keeps the view: beside the record, whose folder is writable
+    (the record's own writes need that) and is what a model server container mounts already.
+    Two `up`s cannot share a gRPC port, so neither can they share a view."""
+    return record.with_name(f"{record.name}.up-{grpc_port}")
+
+
+@contextlib.contextmanager
+def mirrored(record: Path, view: Path, models: Collection[str]) -> Iterator[Path]:
+    """Write the view of `record` at `view`, listing only `models`; keep it in step with the
+    record while inside; remove it on leaving, however that happens. ServingConfigError if the
+    record cannot be read, or the view written, at the start."""
+    mirror = _Mirror(record, view, frozenset(models))
+    stop = threading.Event()
+    thread = threading.Thread(target=mirror.follow, args=(stop,), name="served-view", daemon=True)
+    try:
+        try:
+            mirror.copy()
+        except OSError as error:  # a read-only folder, say: the record was only read so far
+            raise serving_config.ServingConfigError(
+                f"cannot write {view}, the view of {record} that `nnserve up --models` serves: "
+                f"{error.strerror}"
+            ) from None
+        thread.start()
+        yield view
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(_STOP_TIMEOUT_SECONDS)
+        view.unlink(missing_ok=True)
+
+
+class _Mirror:
+    def __init__(self, record: Path, view: Path, models: frozenset[str]) -> None:
+        self._record = record
+        self._view = view
+        self._models = models
+        self._written: serving_config.Config | None = None
+        self._failure = ""
+
+    def copy(self) -> None:
+        """Write the view if what the record says of the models differs from the view written.
+        The record is read whole each time: it is small, and it is replaced by renames, so its
+        modification time alone could miss a change within one timestamp tick."""
+        view = serving_config.only_models(serving_config.read(self._record), self._models)
+        if view != self._written:
+            serving_config.write(self._view, view)
+            self._written = view
+
+    def follow(self, stop: threading.Event) -> None:
+        while not stop.wait(POLL_SECONDS):
+            try:
+                self.copy()
+            except (serving_config.ServingConfigError, OSError) as error:
+                # Once per new failure: a record being edited by hand may stay broken a while.
+                if str(error) != self._failure:
+                    log.warning("%s; the model server keeps serving the models as before", error)
+                self._failure = str(error)
+            else:
+                self._failure = ""
