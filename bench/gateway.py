@@ -135,8 +135,8 @@ def wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> dict:
     out = subprocess.run([*command, url], check=True, capture_output=True, text=True).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"{url} answered errors:\n{out}")
-    percentiles = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)$", out, re.MULTILINE))
-    percentiles = percentiles or dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)\s*$", out, re.MULTILINE))
+    percentiles = percentiles or dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
     if set(percentiles) != {"50", "99"}:
         raise SystemExit(f"wrk gave no 50th and 99th percentiles for {url}:\n{out}")
     return {
