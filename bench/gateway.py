@@ -133,7 +133,8 @@ def summary(latencies: list[float], seconds: float) -> dict:
 
 
 def wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> dict:
-    """requests/s, p50 and p99 of POSTing the body to `url` with Debian's wrk (C, one thread)."""
+    """requests/s, p50 and p99 of POSTing the body to `url` with Debian's wrk (C, one thread),
+    and the requests answered in all, the 1 s warm-up's included."""
     script = Path(tempfile.mkdtemp(prefix="nnserve-bench-")) / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -142,17 +143,28 @@ def wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> dict:
         f"wrk.body = io.open({json.dumps(str(body_file))}, 'rb'):read('*a')\n"
     )
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script)]
-    subprocess.run([*command[:3], "-d1s", *command[4:], url], check=True, capture_output=True)
+    warm_up = subprocess.run(
+        [*command[:3], "-d1s", *command[4:], url], check=True, capture_output=True, text=True
+    ).stdout
     out = subprocess.run([*command, url], check=True, capture_output=True, text=True).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"{url} answered errors:\n{out}")
-    percentiles = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)$", out, re.MULTILINE))
-    percentiles = percentiles or dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)\s*$", out, re.MULTILINE))
+    percentiles = percentiles or dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
+    if set(percentiles) != {"50", "99"}:
+        raise SystemExit(f"wrk gave no 50th and 99th percentiles for {url}:\n{out}")
     return {
         "rps": float(re.search(r"Requests/sec:\s+(\S+)", out).group(1)),
         "p50_ms": _milliseconds(percentiles["50"]),
         "p99_ms": _milliseconds(percentiles["99"]),
+        "requests": sum(_answered(text) for text in (warm_up, out)),
+        # connect, read and write errors and requests unanswered after wrk's 2 s timeout
+        "socket_errors": sum(map(int, re.findall(r"(?:connect|read|write|timeout) (\d+)", out))),
     }
+
+
+def _answered(wrk_output: str) -> int:
+    return int(re.search(r"(\d+) requests in", wrk_output).group(1))
 
 
 def _milliseconds(text: str) -> float:
