@@ -84,6 +84,76 @@ def test_allowed_batch_sizes_pad_the_batch_and_the_padding_is_dropped():
     assert y.ravel().tolist() == [1.0, 3.0, 5.0]
 
 
+class GatedModel(CountingModel):
+    """A CountingModel whose runs wait for `gate`, noting the threads they run on and how many
+    run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.threads: list[str] = []
+        self.running = 0
+        self.most_running = 0
+
+    def __call__(self, key, values):
+        with self.lock:
+            self.threads.append(threading.current_thread().name)
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        self.gate.wait(timeout=60)
+        with self.lock:
+            self.running -= 1
+        return super().__call__(key, values)
+
+
+def wait_for_queued(batcher: Batcher, count: int) -> None:
+    for _ in range(3000):
+        if batcher.queued_tasks() == count:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{batcher.queued_tasks()} tasks queued, expected {count}")
+
+
+def test_without_a_timeout_a_lone_task_runs_on_its_callers_thread():
+    model = GatedModel()
+    model.gate.set()
+    batcher = Batcher(
+        BatchingParameters(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=1), model
+    )
+    try:
+        (y,) = batcher.submit(KEY, [np.ones((2, 1), np.float32)])
+    finally:
+        batcher.close()
+    assert model.threads == [threading.current_thread().name]
+    assert y.ravel().tolist() == [3.0, 3.0]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tasks_that_find_every_batch_thread_busy_wait_and_share_the_next_batch(threads):
+    model = GatedModel()
+    batcher = Batcher(
+        BatchingParameters(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=threads),
+        model,
+    )
+    try:
+        with ThreadPoolExecutor(threads + 3) as pool:
+            busy = [pool.submit(batcher.submit, KEY, [np.ones((1, 1))]) for _ in range(threads)]
+            # Once as many batches run as there are batch threads, later tasks queue up.
+            for _ in range(3000):
+                if model.running == threads:
+                    break
+                threading.Event().wait(0.01)
+            waiting = [pool.submit(batcher.submit, KEY, [np.ones((1, 1))]) for _ in range(3)]
+            wait_for_queued(batcher, 3)
+            model.gate.set()
+            outputs = [call.result(timeout=60) for call in busy + waiting]
+    finally:
+        batcher.close()
+    assert len(outputs) == threads + 3
+    assert model.most_running == threads
+    assert model.batch_rows == [1] * threads + [3]
+
+
 @pytest.mark.parametrize(
     ("values", "code", "message"),
     [
