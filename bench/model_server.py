@@ -4,7 +4,8 @@ Run by hand (not in the test suite), from the repository root:
 
     .venv/bin/python bench/model_server.py [--model-base-path models/digits-cnn] [--seconds 10] \
         [--intra-op N --inter-op N] [--rounds N] [--concurrency 1,8,32] \
-        [--batching-parameters FILE ...] [--batching-flag=--FLAG=VALUE ...] [--no-in-process]
+        [--batching-parameters FILE ...] [--batching-flag=--FLAG=VALUE ...] \
+        [--server-flag=--FLAG=VALUE ...] [--no-in-process]
 
 For each concurrency it drives a server with batching off and one per batching parameters file
 with batching on (by default one, `BATCHING` below), each a real subprocess on 127.0.0.1, and
@@ -16,7 +17,8 @@ the machine's other load falls on all of them alike: with --rounds above 1 the f
 medians over rounds and the on/off ratios medians of each round's ratio.
 --intra-op and --inter-op are passed to every server as --tensorflow_intra_op_parallelism and
 --tensorflow_inter_op_parallelism, and the in-process call's session gets the same threads;
---batching-flag adds a flag to the batching servers only (e.g. other session threads).
+--batching-flag adds a flag to the batching servers only (e.g. --grpc_max_threads, which caps
+the requests in the server at once and so the batch size), --server-flag one to every server.
 "CPU ms per request" is the serving process's CPU time (all threads) over the requests answered:
 the in-process rows count this process, the server rows the server's. The in-process section
 also gives what one call with 1, 8 and 32 examples costs, the most merging can save.
@@ -162,6 +164,11 @@ def batch_costs(servable: SavedModelServable, name: str, value: np.ndarray) -> d
     return costs
 
 
+def ratio_of(ratios: list[float]) -> str:
+    text = f"{statistics.median(ratios):.2f}x"
+    return text + f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else text
+
+
 def median_cell(cells: list[Cell]) -> Cell:
     return tuple(statistics.median(column) for column in zip(*cells, strict=True))
 
@@ -183,12 +190,16 @@ def main() -> None:
     parser.add_argument(
         "--batching-flag", action="append", default=[], help="a flag for the batching servers only"
     )
+    parser.add_argument(
+        "--server-flag", action="append", default=[], help="a flag for every server"
+    )
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process rows")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     session_flags = [
         f"--tensorflow_intra_op_parallelism={args.intra_op}",
         f"--tensorflow_inter_op_parallelism={args.inter_op}",
+        *args.server_flag,
     ]
     base = args.model_base_path.resolve()
     latest = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
@@ -240,8 +251,9 @@ def main() -> None:
     print(
         f"{base.name} version {latest.name}, input {name} {list(value.shape)}, "
         f"{args.seconds:g} s per cell, {args.rounds} round(s) (medians), session threads "
-        f"intra-op {args.intra_op} inter-op {args.inter_op} (0: TensorFlow's), batching servers' "
-        f"own flags: {' '.join(args.batching_flag) or 'none'}"
+        f"intra-op {args.intra_op} inter-op {args.inter_op} (0: TensorFlow's), every server's "
+        f"flags: {' '.join(args.server_flag) or 'none'}, batching servers' own flags: "
+        f"{' '.join(args.batching_flag) or 'none'}"
     )
     print(
         "in process, one call from one thread: "
@@ -255,17 +267,22 @@ def main() -> None:
         for concurrency, (rate, p50, p99, cpu_ms) in results.items():
             cells = f"{rate:.0f} | {p50:.2f} | {p99:.2f} | {cpu_ms:.2f}"
             print(f"| {label} | {concurrency} | {cells} |")
-    print("\nbatching on / off, median of each round's ratio:")
-    print("| batching server | concurrency | requests/s on / off | p99 on / off |")
-    print("| --- | --- | --- | --- |")
+    print("\nbatching on / off, median of each round's ratio (lowest and highest round):")
+    columns = ["requests/s on / off", "p99 on / off", "CPU ms per request off / on"]
+    print(f"| batching server | concurrency | {' | '.join(columns)} |")
+    print("| --- | --- | --- | --- | --- |")
     off = per_round[OFF]
     for label, by_concurrency in per_round.items():
         if label == OFF:
             continue
         for c, cells in by_concurrency.items():
-            rate = statistics.median(on[0] / o[0] for on, o in zip(cells, off[c], strict=True))
-            p99 = statistics.median(on[2] / o[2] for on, o in zip(cells, off[c], strict=True))
-            print(f"| {label} | {c} | {rate:.2f}x | {p99:.2f}x |")
+            pairs = list(zip(cells, off[c], strict=True))
+            ratios = [
+                ratio_of([on[0] / o[0] for on, o in pairs]),
+                ratio_of([on[2] / o[2] for on, o in pairs]),
+                ratio_of([o[3] / on[3] for on, o in pairs]),
+            ]
+            print(f"| {label} | {c} | {' | '.join(ratios)} |")
     if "in-process SavedModel call" in rows and 1 in concurrencies:
         added = rows[OFF][1][1] - rows["in-process SavedModel call"][1][1]
         print(f"\nserver p50 minus in-process p50 at concurrency 1: {added:.2f} ms")
