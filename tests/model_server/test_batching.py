@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import SHARED_TESTDATA
+from support import REPO_ROOT, SHARED_TESTDATA
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from service.model_server.batching import Batcher, BatchingParameters, read_batching_parameters
@@ -217,6 +217,15 @@ def test_batching_parameters_file_is_read_as_tf_serving_reads_it(tmp_path):
     shared = SHARED_TESTDATA / "batching_config.txt"
     if shared.exists():
         assert read_batching_parameters(shared).num_batch_threads == 8
+
+
+def test_every_shipped_spec_has_a_batching_recipe_the_model_server_reads():
+    specs = REPO_ROOT / "pipeline" / "specs"
+    recipes = {path.stem: path for path in (specs / "batching").glob("*.txt")}
+    assert sorted(recipes) == sorted(path.stem for path in specs.glob("*.yaml"))
+    for name, path in recipes.items():
+        parameters = read_batching_parameters(path)
+        assert parameters.max_batch_size >= 1, name
 
 
 def test_a_batching_server_answers_exactly_as_an_unbatched_one(trained_digits, serve):
