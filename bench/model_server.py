@@ -222,6 +222,15 @@ def main() -> None:
         if not batching_files:
             batching_files = [Path(scratch) / "batching.config"]
             batching_files[0].write_text(BATCHING)
+        # What each file sets, without its comments, for the report (the default's file goes).
+        settings = {
+            path.name: " ".join(
+                " ".join(line.split())
+                for line in path.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
+            )
+            for path in batching_files
+        }
         configs = {OFF: (None, session_flags)}
         for path in batching_files:
             label = "model server, batching on"
@@ -259,8 +268,8 @@ def main() -> None:
         "in process, one call from one thread: "
         + ", ".join(f"{n} examples {ms:.2f} ms ({ms / n:.3f} ms each)" for n, ms in costs.items())
     )
-    for path in batching_files:
-        print(f"{path.name}: {' '.join(path.read_text().split())}")
+    for name, setting in settings.items():
+        print(f"{name}: {setting}")
     print("\n| path | concurrency | requests/s | p50 ms | p99 ms | CPU ms per request |")
     print("| --- | --- | --- | --- | --- | --- |")
     for label, results in rows.items():
