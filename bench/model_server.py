@@ -1,21 +1,32 @@
-"""Benchmark `nnserve model-server`: Predict on the digits CNN with TF Serving's official stubs.
+"""Benchmark `nnserve model-server`: Predict with TF Serving's official stubs, batching off and on.
 
 Run by hand (not in the test suite), from the repository root:
 
     .venv/bin/python bench/model_server.py [--model-base-path models/digits-cnn] [--seconds 10] \
-        [--intra-op N --inter-op N]
+        [--intra-op N --inter-op N] [--rounds N] [--concurrency 1,8,32] \
+        [--batching-parameters FILE ...] [--batching-flag=--FLAG=VALUE ...] \
+        [--server-flag=--FLAG=VALUE ...] [--no-in-process]
 
-For concurrency 1, 8 and 32 it drives a server with batching off and one with batching on, each
-a real subprocess on 127.0.0.1, and reports requests/s, p50 and p99 beside the in-process
-SavedModel call (the ceiling). Each request carries one 8x8 image, as a single client would send.
---intra-op and --inter-op are passed to the server as --tensorflow_intra_op_parallelism and
---tensorflow_inter_op_parallelism, and the in-process call's session gets the same threads.
+For each concurrency it drives a server with batching off and one per batching parameters file
+with batching on (by default one, `BATCHING` below), each a real subprocess on 127.0.0.1, and
+reports requests/s, p50 and p99 beside the in-process SavedModel call (the ceiling). Each request
+carries one example, as a single client would send: the export's example request
+(assets.extra/example_request.json) where there is one. All servers run from the start; each
+round measures every concurrency on each server in turn, the order rotating by round, so that
+the machine's other load falls on all of them alike: with --rounds above 1 the figures are
+medians over rounds and the on/off ratios medians of each round's ratio.
+--intra-op and --inter-op are passed to every server as --tensorflow_intra_op_parallelism and
+--tensorflow_inter_op_parallelism, and the in-process call's session gets the same threads;
+--batching-flag adds a flag to the batching servers only (e.g. --grpc_max_threads, which caps
+the requests in the server at once and so the batch size), --server-flag one to every server.
 "CPU ms per request" is the serving process's CPU time (all threads) over the requests answered:
-the in-process rows count this process, the server rows the server's.
+the in-process rows count this process, the server rows the server's. The in-process section
+also gives what one call with 1, 8 and 32 examples costs, the most merging can save.
 """
 
 import argparse
 import functools
+import json
 import statistics
 import subprocess
 import sys
@@ -32,14 +43,25 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.processes import cpu_seconds, free_port
+from pipeline.export import EXAMPLE_REQUEST_PATH
 from service.model_server.servable import SavedModelServable, session_config
 
-CONCURRENCY = (1, 8, 32)
 BATCHING = "max_batch_size { value: 32 } batch_timeout_micros { value: 2000 } num_batch_threads { value: 2 } max_enqueued_batches { value: 1000 }"  # noqa: E501
+OFF = "model server, batching off"
+BATCH_SIZES = (1, 8, 32)
 
 
-def image() -> np.ndarray:
-    return np.random.default_rng(0).uniform(0, 16, (1, 8, 8, 1)).astype(np.float32)
+def one_example(servable: SavedModelServable) -> tuple[str, np.ndarray]:
+    """The signature's input name and one example for it, batch dimension first."""
+    (name, info), *others = servable.signature("").inputs.items()
+    if others:
+        raise SystemExit("this benchmark sends one input; the signature takes more")
+    dtype = tf.dtypes.as_dtype(info.dtype).as_numpy_dtype
+    request = servable.path / EXAMPLE_REQUEST_PATH
+    if request.exists():
+        return name, np.asarray(json.loads(request.read_text())["instances"][:1], dtype)
+    dims = [max(dim.size, 1) for dim in info.tensor_shape.dim[1:]]
+    return name, np.random.default_rng(0).uniform(0, 16, (1, *dims)).astype(dtype)
 
 
 def drive(call, concurrency: int, seconds: float) -> tuple[float, list[float]]:
@@ -68,7 +90,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def serve(
-    model_base_path: Path, batching_file: Path | None, session_flags: list[str]
+    model_base_path: Path, batching_file: Path | None, flags: list[str]
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     args = [
@@ -78,9 +100,9 @@ def serve(
         "model-server",
         "--host=127.0.0.1",
         f"--port={port}",
-        "--model_name=digits",
+        f"--model_name={model_base_path.name}",
         f"--model_base_path={model_base_path}",
-        *session_flags,
+        *flags,
     ]
     if batching_file:
         args += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
@@ -91,27 +113,64 @@ def serve(
     return process, address
 
 
-Cell = tuple[float, list[float], float]  # requests/s, latencies (s), CPU ms per request
+Cell = tuple[float, float, float, float]  # requests/s, p50 ms, p99 ms, CPU ms per request
 
 
 def with_cpu(measure, pid: int | str = "self") -> Cell:
-    """`measure()` -> (requests/s, latencies), plus the CPU ms per request `pid` spent on it."""
+    """`measure()` -> (requests/s, latencies), with percentiles and the CPU ms per request `pid`
+    spent on it."""
     descendants = pid != "self"  # the model server serves from a child process
     before = cpu_seconds(pid, descendants)
     rate, latencies = measure()
-    return rate, latencies, (cpu_seconds(pid, descendants) - before) * 1000 / len(latencies)
+    cpu_ms = (cpu_seconds(pid, descendants) - before) * 1000 / len(latencies)
+    return rate, percentile(latencies, 50), percentile(latencies, 99), cpu_ms
 
 
-def bench_server(address: str, pid: int, seconds: float) -> dict[int, Cell]:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "digits"
-    request.inputs["image"].CopyFrom(tf.make_tensor_proto(image()))
-    with grpc.insecure_channel(address) as channel:
-        call = functools.partial(
-            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict, request
-        )
-        drive(call, 4, 1.0)  # warm the connection and the graph
-        return {c: with_cpu(functools.partial(drive, call, c, seconds), pid) for c in CONCURRENCY}
+class Server:
+    """A running model server and a Predict call of one example on one channel to it."""
+
+    def __init__(self, base: Path, batching: Path | None, flags: list[str], example) -> None:
+        self.process, address = serve(base, batching, flags)
+        self.channel = grpc.insecure_channel(address)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = base.name
+        name, value = example
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.call = functools.partial(stub.Predict, request, timeout=60)
+        drive(self.call, 4, 1.0)  # warm the connection and the graph
+
+    def measure(self, concurrency: int, seconds: float) -> Cell:
+        return with_cpu(functools.partial(drive, self.call, concurrency, seconds), self.process.pid)
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.process.terminate()
+        self.process.wait(60)
+
+
+def batch_costs(servable: SavedModelServable, name: str, value: np.ndarray) -> dict[int, float]:
+    """Median ms of one call with N examples, from this thread alone."""
+    costs = {}
+    for size in BATCH_SIZES:
+        inputs = {name: np.repeat(value, size, axis=0)}
+        servable.run("", inputs)
+        times = []
+        for _ in range(max(5, 60 // size)):
+            start = time.perf_counter()
+            servable.run("", inputs)
+            times.append(time.perf_counter() - start)
+        costs[size] = statistics.median(times) * 1000
+    return costs
+
+
+def ratio_of(ratios: list[float]) -> str:
+    text = f"{statistics.median(ratios):.2f}x"
+    return text + f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else text
+
+
+def median_cell(cells: list[Cell]) -> Cell:
+    return tuple(statistics.median(column) for column in zip(*cells, strict=True))
 
 
 def main() -> None:
@@ -120,10 +179,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--intra-op", type=int, default=0, help="session intra-op threads")
     parser.add_argument("--inter-op", type=int, default=0, help="session inter-op threads")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated")
+    parser.add_argument(
+        "--batching-parameters",
+        type=Path,
+        action="append",
+        help="a BatchingParameters text file; one batching server per file (default: BATCHING)",
+    )
+    parser.add_argument(
+        "--batching-flag", action="append", default=[], help="a flag for the batching servers only"
+    )
+    parser.add_argument(
+        "--server-flag", action="append", default=[], help="a flag for every server"
+    )
+    parser.add_argument("--no-in-process", action="store_true", help="skip the in-process rows")
     args = parser.parse_args()
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
     session_flags = [
         f"--tensorflow_intra_op_parallelism={args.intra_op}",
         f"--tensorflow_inter_op_parallelism={args.inter_op}",
+        *args.server_flag,
     ]
     base = args.model_base_path.resolve()
     latest = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
@@ -131,42 +207,94 @@ def main() -> None:
     servable = SavedModelServable(
         latest, session_config=session_config(0, args.intra_op, args.inter_op)
     )
-    inputs = {"image": image()}
-    servable.run("", inputs)
-    call = functools.partial(servable.run, "", inputs)
-    in_process = {c: with_cpu(functools.partial(drive, call, c, args.seconds)) for c in CONCURRENCY}
+    name, value = example = one_example(servable)
+    rows: dict[str, dict[int, Cell]] = {}
+    costs = batch_costs(servable, name, value)
+    if not args.no_in_process:
+        call = functools.partial(servable.run, "", {name: value})
+        rows["in-process SavedModel call"] = {
+            c: with_cpu(functools.partial(drive, call, c, args.seconds)) for c in concurrencies
+        }
+    del servable
 
-    rows = {"in-process SavedModel call": in_process}
     with tempfile.TemporaryDirectory() as scratch:
-        batching_file = Path(scratch) / "batching.config"
-        batching_file.write_text(BATCHING)
-        for label, batching in (
-            ("model server, batching off", None),
-            ("model server, batching on", batching_file),
-        ):
-            process, address = serve(base, batching, session_flags)
-            try:
-                rows[label] = bench_server(address, process.pid, args.seconds)
-            finally:
-                process.terminate()
-                process.wait(60)
+        batching_files = args.batching_parameters
+        if not batching_files:
+            batching_files = [Path(scratch) / "batching.config"]
+            batching_files[0].write_text(BATCHING)
+        # What each file sets, without its comments, for the report (the default's file goes).
+        settings = {
+            path.name: " ".join(
+                " ".join(line.split())
+                for line in path.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
+            )
+            for path in batching_files
+        }
+        configs = {OFF: (None, session_flags)}
+        for path in batching_files:
+            label = "model server, batching on"
+            if args.batching_parameters:
+                label += f" ({path.name})"
+            configs[label] = (path, session_flags + args.batching_flag)
+        servers: dict[str, Server] = {}
+        try:
+            for label, (batching, flags) in configs.items():
+                servers[label] = Server(base, batching, flags, example)
+            per_round: dict[str, dict[int, list[Cell]]] = {
+                label: {c: [] for c in concurrencies} for label in servers
+            }
+            labels = list(servers)
+            for round_index in range(args.rounds):
+                shift = round_index % len(labels)
+                for concurrency in concurrencies:
+                    for label in labels[shift:] + labels[:shift]:
+                        cell = servers[label].measure(concurrency, args.seconds)
+                        per_round[label][concurrency].append(cell)
+        finally:
+            for server in servers.values():
+                server.stop()
 
+    for label, by_concurrency in per_round.items():
+        rows[label] = {c: median_cell(cells) for c, cells in by_concurrency.items()}
     print(
-        f"{base.name} version {latest.name}, {args.seconds:g} s per cell, one image per request, "
-        f"session threads intra-op {args.intra_op} inter-op {args.inter_op} (0: TensorFlow's)"
+        f"{base.name} version {latest.name}, input {name} {list(value.shape)}, "
+        f"{args.seconds:g} s per cell, {args.rounds} round(s) (medians), session threads "
+        f"intra-op {args.intra_op} inter-op {args.inter_op} (0: TensorFlow's), every server's "
+        f"flags: {' '.join(args.server_flag) or 'none'}, batching servers' own flags: "
+        f"{' '.join(args.batching_flag) or 'none'}"
     )
-    print("| path | concurrency | requests/s | p50 ms | p99 ms | CPU ms per request |")
+    print(
+        "in process, one call from one thread: "
+        + ", ".join(f"{n} examples {ms:.2f} ms ({ms / n:.3f} ms each)" for n, ms in costs.items())
+    )
+    for name, setting in settings.items():
+        print(f"{name}: {setting}")
+    print("\n| path | concurrency | requests/s | p50 ms | p99 ms | CPU ms per request |")
     print("| --- | --- | --- | --- | --- | --- |")
     for label, results in rows.items():
-        for concurrency, (rate, latencies, cpu_ms) in results.items():
-            print(
-                f"| {label} | {concurrency} | {rate:.0f} | {percentile(latencies, 50):.2f} | "
-                f"{percentile(latencies, 99):.2f} | {cpu_ms:.2f} |"
-            )
-    off, on = rows["model server, batching off"], rows["model server, batching on"]
-    print(f"\nbatching on / off at concurrency 32: {on[32][0] / off[32][0]:.2f}x requests/s")
-    added = statistics.median(off[1][1]) - statistics.median(in_process[1][1])
-    print(f"server p50 minus in-process p50 at concurrency 1: {added * 1000:.2f} ms")
+        for concurrency, (rate, p50, p99, cpu_ms) in results.items():
+            cells = f"{rate:.0f} | {p50:.2f} | {p99:.2f} | {cpu_ms:.2f}"
+            print(f"| {label} | {concurrency} | {cells} |")
+    print("\nbatching on / off, median of each round's ratio (lowest and highest round):")
+    columns = ["requests/s on / off", "p99 on / off", "CPU ms per request off / on"]
+    print(f"| batching server | concurrency | {' | '.join(columns)} |")
+    print("| --- | --- | --- | --- | --- |")
+    off = per_round[OFF]
+    for label, by_concurrency in per_round.items():
+        if label == OFF:
+            continue
+        for c, cells in by_concurrency.items():
+            pairs = list(zip(cells, off[c], strict=True))
+            ratios = [
+                ratio_of([on[0] / o[0] for on, o in pairs]),
+                ratio_of([on[2] / o[2] for on, o in pairs]),
+                ratio_of([o[3] / on[3] for on, o in pairs]),
+            ]
+            print(f"| {label} | {c} | {' | '.join(ratios)} |")
+    if "in-process SavedModel call" in rows and 1 in concurrencies:
+        added = rows[OFF][1][1] - rows["in-process SavedModel call"][1][1]
+        print(f"\nserver p50 minus in-process p50 at concurrency 1: {added:.2f} ms")
 
 
 if __name__ == "__main__":

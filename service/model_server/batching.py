@@ -142,17 +142,23 @@ class _Batch:
 
 
 class Batcher:
+    """TF Serving's scheduling: a batch runs once a batch thread is free and the batch is full or
+    its first task has waited batch_timeout_micros; while every batch thread is busy, arriving
+    tasks join the open batch. At most num_batch_threads batches run at a time."""
+
     def __init__(self, parameters: BatchingParameters, execute: Execute) -> None:
         self._parameters = parameters
         self._execute = execute
         self._timeout = parameters.batch_timeout_micros / 1e6
+        self._threads = max(parameters.num_batch_threads, 1)
+        self._running = 0  # batches being run, by batch threads or by their callers
         self._open: dict[Key, _Batch] = {}
         self._ready: list[_Batch] = []
         self._changed = threading.Condition()
         self._closed = False
         self._workers = [
             threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
-            for i in range(max(parameters.num_batch_threads, 1))
+            for i in range(self._threads)
         ]
         for worker in self._workers:
             worker.start()
@@ -161,38 +167,70 @@ class Batcher:
         """Run as part of a batch; blocks until this task's share of the outputs is ready."""
         task = _Task(values, self._rows(values))
         with self._changed:
-            batch = self._open.get(key)
-            # Batch threads wake only for a batch to run or a new deadline to wait for: a wake-up
-            # per task would cost each request a thread switch.
-            wake = batch is None
-            if batch is not None and batch.rows + task.rows > self._parameters.max_batch_size:
-                self._close(key)
-                batch, wake = None, True
-            if batch is None:
-                if len(self._ready) >= self._parameters.max_enqueued_batches:
-                    raise ServingError(
-                        grpc.StatusCode.UNAVAILABLE,
-                        "The batch scheduling queue to which this task was submitted is full; "
-                        f"currently {len(self._ready)} batches enqueued and max_enqueued_batches "
-                        f"is {self._parameters.max_enqueued_batches}",
-                    )
-                batch = self._open[key] = _Batch(key, time.monotonic() + self._timeout)
-            batch.tasks.append(task)
-            batch.rows += task.rows
-            if batch.rows == self._parameters.max_batch_size:
-                self._close(key)
-                wake = True
-            if wake:
-                self._changed.notify_all()
+            alone = self._runs_at_once(key)
+            if alone:
+                self._running += 1
+            else:
+                self._enqueue(key, task)
+        if alone:
+            self._run(_Batch(key, 0.0, [task], task.rows))
+            with self._changed:
+                self._running -= 1
+                if self._ready or self._open:
+                    self._changed.notify()
         task.done.wait()
         if task.error is not None:
             raise task.error
         return task.outputs
 
+    def queued_tasks(self) -> int:
+        """Tasks waiting for their batch to start, as TF Serving's NumEnqueuedTasks."""
+        with self._changed:
+            batches = [*self._ready, *self._open.values()]
+            return sum(len(batch.tasks) for batch in batches)
+
     def close(self) -> None:
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+
+    def _runs_at_once(self, key: Key) -> bool:
+        """Without a timeout, a task that finds a batch thread free and no batch waiting would make
+        a batch of itself at once: it runs on the caller's thread instead, which saves handing
+        it to a batch thread and back (two thread switches, the whole cost of batching when
+        requests come one at a time)."""
+        return (
+            self._timeout == 0
+            and self._running < self._threads
+            and not self._ready
+            and key not in self._open
+        )
+
+    def _enqueue(self, key: Key, task: _Task) -> None:
+        batch = self._open.get(key)
+        # Batch threads wake only for a batch to run or a new deadline to wait for: a wake-up
+        # per task would cost each request a thread switch.
+        wake = batch is None
+        if batch is not None and batch.rows + task.rows > self._parameters.max_batch_size:
+            self._close(key)
+            batch, wake = None, True
+        if batch is None:
+            if len(self._ready) >= self._parameters.max_enqueued_batches:
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "The batch scheduling queue to which this task was submitted is full; "
+                    f"currently {len(self._ready)} batches enqueued and max_enqueued_batches "
+                    f"is {self._parameters.max_enqueued_batches}",
+                )
+            batch = self._open[key] = _Batch(key, time.monotonic() + self._timeout)
+        batch.tasks.append(task)
+        batch.rows += task.rows
+        if batch.rows == self._parameters.max_batch_size:
+            self._close(key)
+            wake = True
+        # While every batch thread is busy, the one that finishes first looks at the queue.
+        if wake and self._running < self._threads:
+            self._changed.notify()
 
     def _rows(self, values: Sequence[np.ndarray]) -> int:
         if not values:
@@ -215,30 +253,45 @@ class Batcher:
     def _close(self, key: Key) -> None:
         self._ready.append(self._open.pop(key))
 
-    def _next_batch(self) -> _Batch | None:
+    def _next_batch(self, finished: bool) -> _Batch | None:
+        """The next batch to run, once it may start; `finished`: this thread has just run one."""
         with self._changed:
+            if finished:
+                self._running -= 1
             while True:
                 now = time.monotonic()
-                for key, batch in list(self._open.items()):
-                    if batch.deadline <= now:
-                        self._close(key)
-                if self._ready:
-                    return self._ready.pop(0)
+                free = self._running < self._threads
+                if free:
+                    for key, batch in list(self._open.items()):
+                        if batch.deadline <= now:
+                            self._close(key)
+                    if self._ready:
+                        batch = self._ready.pop(0)
+                        self._running += 1
+                        # One thread is woken per change: pass the wake-up on if more waits.
+                        if self._running < self._threads and (self._ready or self._open):
+                            self._changed.notify()
+                        return batch
                 if self._closed:
                     return None
-                deadlines = [batch.deadline for batch in self._open.values()]
+                deadlines = [batch.deadline for batch in self._open.values()] if free else []
                 self._changed.wait(timeout=min(deadlines) - now if deadlines else None)
 
     def _work(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            try:
-                outputs = self._execute(batch.key, self._merge(batch))
-                self._split(batch, outputs)
-            except Exception as error:
-                for task in batch.tasks:
-                    task.error = error
+        batch = self._next_batch(finished=False)
+        while batch is not None:
+            self._run(batch)
+            batch = self._next_batch(finished=True)
+
+    def _run(self, batch: _Batch) -> None:
+        try:
+            outputs = self._execute(batch.key, self._merge(batch))
+            self._split(batch, outputs)
+        except Exception as error:
             for task in batch.tasks:
-                task.done.set()
+                task.error = error
+        for task in batch.tasks:
+            task.done.set()
 
     def _merge(self, batch: _Batch) -> list[np.ndarray]:
         merged = []
@@ -252,7 +305,10 @@ class Batcher:
                     "all tensors with the same name have equal dimensions starting with the first "
                     "dim.",
                 )
-            merged.append(self._pad(np.concatenate(parts), batch.rows))
+            # One task's tensor is fed as it came: concatenating would only copy it.
+            merged.append(
+                self._pad(parts[0] if len(parts) == 1 else np.concatenate(parts), batch.rows)
+            )
         return merged
 
     def _pad(self, merged: np.ndarray, rows: int) -> np.ndarray:

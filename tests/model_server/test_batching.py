@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import SHARED_TESTDATA
+from support import REPO_ROOT, SHARED_TESTDATA
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from service.model_server.batching import Batcher, BatchingParameters, read_batching_parameters
@@ -84,6 +84,76 @@ def test_allowed_batch_sizes_pad_the_batch_and_the_padding_is_dropped():
     assert y.ravel().tolist() == [1.0, 3.0, 5.0]
 
 
+class GatedModel(CountingModel):
+    """A CountingModel whose runs wait for `gate`, noting the threads they run on and how many
+    run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.threads: list[str] = []
+        self.running = 0
+        self.most_running = 0
+
+    def __call__(self, key, values):
+        with self.lock:
+            self.threads.append(threading.current_thread().name)
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        self.gate.wait(timeout=60)
+        with self.lock:
+            self.running -= 1
+        return super().__call__(key, values)
+
+
+def wait_for_queued(batcher: Batcher, count: int) -> None:
+    for _ in range(3000):
+        if batcher.queued_tasks() == count:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{batcher.queued_tasks()} tasks queued, expected {count}")
+
+
+def test_without_a_timeout_a_lone_task_runs_on_its_callers_thread():
+    model = GatedModel()
+    model.gate.set()
+    batcher = Batcher(
+        BatchingParameters(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=1), model
+    )
+    try:
+        (y,) = batcher.submit(KEY, [np.ones((2, 1), np.float32)])
+    finally:
+        batcher.close()
+    assert model.threads == [threading.current_thread().name]
+    assert y.ravel().tolist() == [3.0, 3.0]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tasks_that_find_every_batch_thread_busy_wait_and_share_the_next_batch(threads):
+    model = GatedModel()
+    batcher = Batcher(
+        BatchingParameters(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=threads),
+        model,
+    )
+    try:
+        with ThreadPoolExecutor(threads + 3) as pool:
+            busy = [pool.submit(batcher.submit, KEY, [np.ones((1, 1))]) for _ in range(threads)]
+            # Once as many batches run as there are batch threads, later tasks queue up.
+            for _ in range(3000):
+                if model.running == threads:
+                    break
+                threading.Event().wait(0.01)
+            waiting = [pool.submit(batcher.submit, KEY, [np.ones((1, 1))]) for _ in range(3)]
+            wait_for_queued(batcher, 3)
+            model.gate.set()
+            outputs = [call.result(timeout=60) for call in busy + waiting]
+    finally:
+        batcher.close()
+    assert len(outputs) == threads + 3
+    assert model.most_running == threads
+    assert model.batch_rows == [1] * threads + [3]
+
+
 @pytest.mark.parametrize(
     ("values", "code", "message"),
     [
@@ -147,6 +217,15 @@ def test_batching_parameters_file_is_read_as_tf_serving_reads_it(tmp_path):
     shared = SHARED_TESTDATA / "batching_config.txt"
     if shared.exists():
         assert read_batching_parameters(shared).num_batch_threads == 8
+
+
+def test_every_shipped_spec_has_a_batching_recipe_the_model_server_reads():
+    specs = REPO_ROOT / "pipeline" / "specs"
+    recipes = {path.stem: path for path in (specs / "batching").glob("*.txt")}
+    assert sorted(recipes) == sorted(path.stem for path in specs.glob("*.yaml"))
+    for name, path in recipes.items():
+        parameters = read_batching_parameters(path)
+        assert parameters.max_batch_size >= 1, name
 
 
 def test_a_batching_server_answers_exactly_as_an_unbatched_one(trained_digits, serve):
