@@ -11,8 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-# Prefect keeps its ephemeral API's database under PREFECT_HOME: one of its own per test session.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="nnserve-prefect-"))
+# Prefect keeps its ephemeral API's database under PREFECT_HOME: one of its own per test process.
+# Set, not defaulted: a pytest-xdist worker inherits the environment of the pytest process that
+# started it, and two workers must not share one SQLite database.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="nnserve-prefect-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests run offline; Prefect's usage reporting would only log failures to reach its servers.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
