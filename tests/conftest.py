@@ -19,7 +19,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests run offline; Prefect's usage reporting would only log failures to reach its servers.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from support import DIGITS_SPEC, prefect_server, retrain_without_model_server
+from support import (
+    DIGITS_SPEC,
+    SUMMARY_KEY,
+    add_to_summary,
+    prefect_server,
+    retrain_without_model_server,
+    summary,
+)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called in the controller
+def pytest_testnodedown(node, error) -> None:
+    """A worker's lines for the end of the report, marked with the worker's name."""
+    lines = getattr(node, "workeroutput", {}).get(SUMMARY_KEY, [])
+    add_to_summary(node.config, [f"[{node.gateway.id}] {line}" for line in lines])
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in summary(terminalreporter.config):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

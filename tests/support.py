@@ -70,6 +70,25 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {_PORT_BLOCK}")
 
 
+# What the tests add to the end of pytest's report; a pytest-xdist worker's report is not shown, so
+# a worker hands its lines to the controller in xdist's `workeroutput` under this key.
+SUMMARY_KEY = "nnserve_summary"
+_SUMMARY = pytest.StashKey[list[str]]()
+
+
+def add_to_summary(config: pytest.Config, lines: list[str]) -> None:
+    """Lines to print at the end of pytest's report, whichever process runs the tests."""
+    workeroutput = getattr(config, "workeroutput", None)  # set in pytest-xdist workers only
+    if workeroutput is not None:
+        workeroutput.setdefault(SUMMARY_KEY, []).extend(lines)
+    else:
+        config.stash.setdefault(_SUMMARY, []).extend(lines)
+
+
+def summary(config: pytest.Config) -> list[str]:
+    return config.stash.get(_SUMMARY, [])
+
+
 def wait_until(
     condition: Callable[[], bool],
     timeout: float,
