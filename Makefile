@@ -46,9 +46,11 @@ install: $(STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/nnserve up
 
+# Two pytest-xdist workers: most tests wait on the servers and training runs they start, so one
+# pytest process leaves the second core idle.
 test: $(STAMP) $(CHECKOV) $(BROWSER)
 	$(BIN)/python -m ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # The whole system under a real Docker engine: `docker compose up` with compose.yaml and the
 # stand-ins' override (docker/standins/), then tests/compose. scripts/docker-engine.sh installs and
