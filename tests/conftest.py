@@ -28,6 +28,25 @@ from support import (
     summary,
 )
 
+# Directories whose test files share costly session fixtures: under `--dist loadfile` each of them
+# goes to one worker whole. tests/robustness's two stacks (a model server and a gateway for each
+# oneDNN setting) would otherwise start again for every file on every worker.
+ONE_WORKER_DIRECTORIES = ("tests/robustness/",)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called in the controller
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getoption("dist") != "loadfile":
+        return None  # xdist's own scheduler for the mode asked for
+    from xdist.scheduler import LoadFileScheduling
+
+    class LoadFileKeepingDirectoriesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return next((d for d in ONE_WORKER_DIRECTORIES if path.startswith(d)), path)
+
+    return LoadFileKeepingDirectoriesTogether(config, log)
+
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called in the controller
 def pytest_testnodedown(node, error) -> None:
