@@ -46,9 +46,13 @@ install: $(STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/nnserve up
 
+# Two pytest-xdist workers: most tests wait on the servers and training runs they start, so one
+# pytest process leaves the second core idle. A test file runs whole on one worker (loadfile), so
+# its module fixtures (servers, trained models) start once; tests/conftest.py keeps the
+# directories whose session fixtures are costly on one worker too.
 test: $(STAMP) $(CHECKOV) $(BROWSER)
 	$(BIN)/python -m ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The whole system under a real Docker engine: `docker compose up` with compose.yaml and the
 # stand-ins' override (docker/standins/), then tests/compose. scripts/docker-engine.sh installs and

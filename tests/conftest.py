@@ -11,13 +11,53 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-# Prefect keeps its ephemeral API's database under PREFECT_HOME: one of its own per test session.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="nnserve-prefect-"))
+# Prefect keeps its ephemeral API's database under PREFECT_HOME: one of its own per test process.
+# Set, not defaulted: a pytest-xdist worker inherits the environment of the pytest process that
+# started it, and two workers must not share one SQLite database.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="nnserve-prefect-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests run offline; Prefect's usage reporting would only log failures to reach its servers.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from support import DIGITS_SPEC, prefect_server, retrain_without_model_server
+from support import (
+    DIGITS_SPEC,
+    SUMMARY_KEY,
+    add_to_summary,
+    prefect_server,
+    retrain_without_model_server,
+    summary,
+)
+
+# Directories whose test files share costly session fixtures: under `--dist loadfile` each of them
+# goes to one worker whole. tests/robustness's two stacks (a model server and a gateway for each
+# oneDNN setting) would otherwise start again for every file on every worker.
+ONE_WORKER_DIRECTORIES = ("tests/robustness/",)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called in the controller
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getoption("dist") != "loadfile":
+        return None  # xdist's own scheduler for the mode asked for
+    from xdist.scheduler import LoadFileScheduling
+
+    class LoadFileKeepingDirectoriesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return next((d for d in ONE_WORKER_DIRECTORIES if path.startswith(d)), path)
+
+    return LoadFileKeepingDirectoriesTogether(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called in the controller
+def pytest_testnodedown(node, error) -> None:
+    """A worker's lines for the end of the report, marked with the worker's name."""
+    lines = getattr(node, "workeroutput", {}).get(SUMMARY_KEY, [])
+    add_to_summary(node.config, [f"[{node.gateway.id}] {line}" for line in lines])
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in summary(terminalreporter.config):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
 """Helpers the tests share: free ports, bounded waits, and `nnserve` run as a real subprocess."""
 
 import contextlib
+import itertools
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -24,10 +26,67 @@ DIGITS_SPEC = REPO_ROOT / "pipeline" / "specs" / "digits-cnn.yaml"
 TEST_QUIETING = ("TF_CPP_MIN_LOG_LEVEL", "PREFECT_SERVER_ANALYTICS_ENABLED")
 
 
+# Ports for the servers tests start come from below the kernel's ephemeral range, where neither a
+# bind to port 0 nor a client connection's source port can take one between free_port() and the
+# server's bind; under pytest-xdist each worker has a block of its own, so no two workers draw the
+# same port. A random start within the block keeps two test sessions on one machine apart too.
+LOWEST_TEST_PORT = 10000
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _port_block() -> range:
+    """This process's block of ports: all of them, or its share under pytest-xdist (whose
+    workers are named gw0, gw1, ... and told how many they are)."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    size = (_ephemeral_ports_start() - LOWEST_TEST_PORT) // workers
+    if size < 100:
+        raise RuntimeError(f"too few ports below the ephemeral range for {workers} test workers")
+    start = LOWEST_TEST_PORT + worker * size
+    return range(start, start + size)
+
+
+_PORT_BLOCK = _port_block()
+_port_draws = itertools.count(random.randrange(len(_PORT_BLOCK)))
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port on 127.0.0.1 that nothing holds now, from this process's block, not one handed out
+    before (until the block wraps around)."""
+    for _ in range(len(_PORT_BLOCK)):
+        port = _PORT_BLOCK[next(_port_draws) % len(_PORT_BLOCK)]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # taken, or still in TIME_WAIT from an earlier test's server
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORT_BLOCK}")
+
+
+# What the tests add to the end of pytest's report; a pytest-xdist worker's report is not shown, so
+# a worker hands its lines to the controller in xdist's `workeroutput` under this key.
+SUMMARY_KEY = "nnserve_summary"
+_SUMMARY = pytest.StashKey[list[str]]()
+
+
+def add_to_summary(config: pytest.Config, lines: list[str]) -> None:
+    """Lines to print at the end of pytest's report, whichever process runs the tests."""
+    workeroutput = getattr(config, "workeroutput", None)  # set in pytest-xdist workers only
+    if workeroutput is not None:
+        workeroutput.setdefault(SUMMARY_KEY, []).extend(lines)
+    else:
+        config.stash.setdefault(_SUMMARY, []).extend(lines)
+
+
+def summary(config: pytest.Config) -> list[str]:
+    return config.stash.get(_SUMMARY, [])
 
 
 def wait_until(

@@ -19,7 +19,7 @@ from robustness.stack import (
     read_digit,
 )
 from savedmodels import write_half_plus_two
-from support import SHARED_TESTDATA
+from support import SHARED_TESTDATA, add_to_summary
 
 STACKS: list[Stack] = []
 
@@ -58,12 +58,15 @@ def stack(started_stack: Stack) -> Stack:
     return started_stack
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
     """Restarts and memory, per oneDNN setting: the evidence a failing case leaves behind."""
-    for stack in STACKS:
-        terminalreporter.write_line(
+    add_to_summary(
+        session.config,
+        [
             f"robustness, TF_ENABLE_ONEDNN_OPTS={stack.onednn}: "
             f"restarts: {stack.restarts or 'none'}; RSS MiB (warm-up -> highest seen at a "
             f"health check): {stack.memory_report()}; generated requests' answers: "
             f"{dict(sorted(stack.tally.items()))}"
-        )
+            for stack in STACKS
+        ],
+    )
