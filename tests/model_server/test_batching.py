@@ -151,7 +151,8 @@ def test_tasks_that_find_every_batch_thread_busy_wait_and_share_the_next_batch(t
         batcher.close()
     assert len(outputs) == threads + 3
     assert model.most_running == threads
-    assert model.batch_rows == [1] * threads + [3]
+    # Rows per batch in the order the batches finished, which the gate leaves to the scheduler.
+    assert sorted(model.batch_rows) == [1] * threads + [3]
 
 
 @pytest.mark.parametrize(
