@@ -243,8 +243,9 @@ def serving_pid(model_server: subprocess.Popen, timeout: float = 60) -> int:
     return found[0]
 
 
-def stop(process: subprocess.Popen, timeout: float = 30) -> int:
-    """SIGTERM, then SIGKILL if it has not exited within `timeout` (the status is then -9)."""
+def stop(process: subprocess.Popen, timeout: float = 60) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` (the status is then -9). The
+    default outlasts the 45 s a model server's supervisor gives its child before SIGKILL."""
     if process.poll() is None:
         process.terminate()
     try:
