@@ -40,18 +40,6 @@ from pipeline.spec import DownloadedDataset, Spec, load_spec
 from service import model_repository
 
 EXAMPLES = 1000  # enough for the splits' stratification and the warm-up records
-CIFAR10_LABELS = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-]
 
 
 def stand_in(spec: DownloadedDataset) -> Dataset:
@@ -63,7 +51,8 @@ def stand_in(spec: DownloadedDataset) -> Dataset:
         return image_dataset(rng.integers(0, 256, (EXAMPLES, 28, 28), np.uint8), classes, labels)
     if spec.name == "cifar10":
         images = rng.integers(0, 256, (EXAMPLES, 32, 32, 3), np.uint8)
-        return image_dataset(images, classes, CIFAR10_LABELS)
+        # Any ten names do: they only name the answers, and the real ones come with the download.
+        return image_dataset(images, classes, [f"class {i}" for i in range(10)])
     if spec.name == "imdb":
         lengths = rng.integers(20, 2 * spec.sequence_length, EXAMPLES)
         sequences = [list(rng.integers(1, 20_000, n)) for n in lengths]
