@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 $(BIN)/python:
 	@echo "installing nnserve and its dependencies into $(VENV) (the first time: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv>=0.9,<1'
+	# -qq: errors only; a machine's own pip configuration (an index folder it lacks, say) would
+	# otherwise print warnings among the lines before nnserve's banner.
+	$(BIN)/python -m pip install -qq --disable-pip-version-check 'uv>=0.9,<1'
 
 # uv installs the same packages from PyPI as pip, several times faster (TensorFlow and Prefect
 # are large). Reinstall only when the dependency list changes. Unlike pip, uv does not compile
