@@ -51,9 +51,9 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench.floor_gateway import create_app as floor_app  # noqa: E402
 from bench.gateway import MODEL, predict_request, wait_for_model  # noqa: E402
 from bench.processes import free_port  # noqa: E402
-from service import json_logging, wire  # noqa: E402
+from service import garbage_collection, json_logging, wire  # noqa: E402
 from service.gateway.app import create_app  # noqa: E402
-from service.gateway.server import tune_garbage_collector, uvicorn_config  # noqa: E402
+from service.gateway.server import uvicorn_config  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.wire import methods  # noqa: E402
 
@@ -211,7 +211,7 @@ async def measure(args, answers: tuple[bytes, bytes], body: bytes) -> dict[str, 
         backend = gateway.state.dataplane._backend
         backend._metadata = canned(answers[0], wire.GetModelMetadataResponse.FromString)
         backend._predict = canned(answers[1], wire.PredictResponse.FromString)
-        tune_garbage_collector()
+        garbage_collection.tune_for_serving()
         for round_number in range(args.repeat):
             first = profiler if round_number == 0 else None
             runs["gateway"].append(

@@ -8,12 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.model_repository import CONFIG_FILE_NAME
-
-# nnserve model-server permits a client's keepalive pings every 10 s or more, also without calls
-# (grpc.http2.min_ping_interval_without_data_ms=10000, grpc.keepalive_permit_without_calls=1), and
-# so does the Compose / Kubernetes TF Serving through --grpc_channel_arguments. The gateway must
-# not ping more often: the server would answer with GOAWAY "too_many_pings".
-MODEL_SERVER_MIN_PING_INTERVAL_SECONDS = 10
+from service.model_server.channel_arguments import MODEL_SERVER_MIN_PING_INTERVAL_SECONDS
 
 
 class Settings(BaseSettings):

@@ -230,9 +230,11 @@ def serving_pid(model_server: subprocess.Popen, timeout: float = 60) -> int:
 
     def serving(pid: int) -> bool:
         try:
-            return b"\0service.model_server\0" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:  # ended meanwhile
             return False
+        # The supervisor's own command line names the serving command among its arguments.
+        return arguments[1:3] == [b"-m", b"service.model_server"]
 
     wait_until(
         lambda: bool(found.extend(filter(serving, child_pids(model_server.pid))) or found),

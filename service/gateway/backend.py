@@ -21,7 +21,7 @@ def channel_options(keepalive_seconds: float) -> list[tuple[str, int]]:
     minutes).
 
     The model server answers pings more frequent than it permits with GOAWAY "too_many_pings":
-    `keepalive_seconds` must not be below settings.MODEL_SERVER_MIN_PING_INTERVAL_SECONDS (the
+    `keepalive_seconds` must not be below MODEL_SERVER_MIN_PING_INTERVAL_SECONDS (the
     settings refuse that).
     """
     return [

@@ -1,17 +1,17 @@
 """The serving process that `nnserve model-server` supervises: `python -m service.model_server`
-with the same flags. It loads TensorFlow and the models and answers gRPC until SIGTERM."""
+with the same flags and the log level the settings gave (without it, it reads the settings
+itself). It loads TensorFlow and the models and answers gRPC until SIGTERM."""
 
 import argparse
 import logging
 import sys
 
-from service import json_logging
+from service import garbage_collection, json_logging
 from service.cli import UserError, add_model_server_arguments, check_model_server_arguments
 from service.model_server.channel_arguments import parse_channel_arguments
 from service.model_server.limits import FeedLimits
 from service.model_server.without_keras import hide_keras
 from service.ports import PortInUseError
-from service.settings import get_settings
 
 log = logging.getLogger("nnserve.model_server")
 
@@ -19,8 +19,10 @@ log = logging.getLogger("nnserve.model_server")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nnserve model-server", allow_abbrev=False)
     add_model_server_arguments(parser)
+    # From the supervisor, which has read the settings: pydantic costs this process 14 MB.
+    parser.add_argument("--log-level", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    json_logging.configure(get_settings().log_level)
+    json_logging.configure(args.log_level or _settings_log_level())
     try:
         check_model_server_arguments(args)
         _serve(args)
@@ -30,8 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _settings_log_level() -> str:
+    from service.settings import get_settings
+
+    return get_settings().log_level
+
+
 def _serve(args: argparse.Namespace) -> None:
     hide_keras()
+    garbage_collection.pause_for_startup()
     from service.model_server.batching import BatchingParameters, read_batching_parameters
     from service.model_server.config import ConfigError, read_config_file
     from service.model_server.manager import ModelConfig

@@ -1,6 +1,10 @@
 """TF Serving's --grpc_channel_arguments flag (TensorFlow-free: the CLI checks it up front)."""
 
-from service.settings import MODEL_SERVER_MIN_PING_INTERVAL_SECONDS
+# The model server permits a client's keepalive pings every 10 s or more, also without calls
+# (grpc.http2.min_ping_interval_without_data_ms=10000, grpc.keepalive_permit_without_calls=1), and
+# so does the Compose / Kubernetes TF Serving through --grpc_channel_arguments. The gateway must
+# not ping more often: the server would answer with GOAWAY "too_many_pings".
+MODEL_SERVER_MIN_PING_INTERVAL_SECONDS = 10
 
 ChannelArguments = tuple[tuple[str, int | str], ...]
 

@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+from service import garbage_collection
 from service.model_server.batching import BatchingParameters
 from service.model_server.channel_arguments import DEFAULT_CHANNEL_ARGUMENTS, ChannelArguments
 from service.model_server.config import ConfigError, read_config_file
@@ -137,6 +138,7 @@ def serve(models: list[ModelConfig], options: ServerOptions) -> None:
     manager.start_polling(options.file_system_poll_wait_seconds)
     config_poller = _poll_config_file(manager, options, stopping)
     server.start()
+    garbage_collection.tune_for_serving()
     log.info("model server listening on %s:%d", options.host, options.port)
     stopping.wait()
     log.info("stopping: finishing calls in flight")

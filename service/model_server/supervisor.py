@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -114,3 +115,14 @@ def _wait(child: subprocess.Popen, stopping: threading.Event) -> int:
         log.error("the serving process did not stop within %d s; killing it", STOP_TIMEOUT_SECONDS)
         child.kill()
         return child.wait()
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m service.model_server.supervisor LEVEL COMMAND...`, as `nnserve model-server`
+    runs it once the settings gave LEVEL."""
+    level, *command = argv
+    return supervise(command, level)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -5,7 +5,8 @@ import pytest
 from pydantic import ValidationError
 
 from service.gateway.backend import channel_options
-from service.settings import MODEL_SERVER_MIN_PING_INTERVAL_SECONDS, Settings
+from service.model_server.channel_arguments import MODEL_SERVER_MIN_PING_INTERVAL_SECONDS
+from service.settings import Settings
 
 
 def test_the_default_keepalive_is_within_what_the_model_server_permits():

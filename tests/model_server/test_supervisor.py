@@ -182,3 +182,23 @@ def test_the_serving_process_uses_tensorflows_default_kernels_unless_told(
         serving = serving_pid(process)
         environment = Path(f"/proc/{serving}/environ").read_bytes().split(b"\0")
     assert f"TF_ENABLE_ONEDNN_OPTS={served_with}".encode() in environment
+
+
+@pytest.mark.parametrize("level", ["WARNING", "INFO"])
+def test_the_settings_log_level_holds_and_neither_process_loads_pydantic(
+    half_plus_two, monkeypatch, level
+):
+    monkeypatch.setenv("NNSERVE_LOG_LEVEL", level)
+    with model_server(half_plus_two) as (process, lines, address):
+        wait_until(lambda: answers(address), START_TIMEOUT, "the first answer", process)
+        libraries = {
+            "supervisor": Path(f"/proc/{process.pid}/maps").read_text(),
+            "serving process": Path(f"/proc/{serving_pid(process)}/maps").read_text(),
+        }
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    lines.wait_closed()
+    # Both processes run as long as the server: what read the settings stays out of them.
+    assert {name for name, maps in libraries.items() if "pydantic_core" in maps} == set()
+    listening = [r for r in lines.records() if r["message"].startswith("model server listening")]
+    assert len(listening) == (level == "INFO")
