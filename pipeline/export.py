@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from pipeline.models import Head
 from pipeline.warmup_records import write_warmup_records
-from service.version_contract import METADATA_PATH, InputSpec
+from service.model_repository import METADATA_PATH
+from service.version_contract import InputSpec
 
 # A ready request body (TF Serving's REST row format) with one real example, for a first curl.
 EXAMPLE_REQUEST_PATH = Path("assets.extra") / "example_request.json"

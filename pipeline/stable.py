@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from pipeline.models import Head
 from pipeline.spec import Spec, training_digest
 from service import model_repository, serving_config
-from service.version_contract import METADATA_PATH
+from service.model_repository import METADATA_PATH
 
 # Examples fed to the SavedModel at once: bounds memory on large test splits.
 BATCH_SIZE = 256

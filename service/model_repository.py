@@ -14,9 +14,9 @@ import shutil
 import uuid
 from pathlib import Path
 
-from service.version_contract import METADATA_PATH
-
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+# What a version is, for nnserve (service/version_contract.py reads and checks it).
+METADATA_PATH = Path("assets.extra") / "nnserve.json"
 # TF Serving's model config, the record of what is served (service/serving_config.py), is kept
 # here in the repository unless NNSERVE_MODEL_CONFIG_FILE names another place.
 CONFIG_FILE_NAME = "models.config"

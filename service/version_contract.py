@@ -12,13 +12,10 @@ No TensorFlow here: the gateway image (base install: numpy and Pillow) imports t
 import struct
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
-
-METADATA_PATH = Path("assets.extra") / "nnserve.json"
 
 InputName = Literal["image", "sequence", "features", "text"]
 _INPUT_NAMES = get_args(InputName)

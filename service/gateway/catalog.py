@@ -28,9 +28,9 @@ from google.protobuf import text_format
 
 from service import model_repository, wire
 from service.gateway.errors import GatewayError
+from service.model_repository import METADATA_PATH
 from service.serving_config import STABLE, VersionPolicy, version_policy
 from service.settings import env_name
-from service.version_contract import METADATA_PATH
 
 # A file modified less than this before it was read may have changed again unseen since.
 _RACY_NANOSECONDS = 1_000_000_000

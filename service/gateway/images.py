@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from service.gateway.errors import GatewayError, Limit
+from service.model_repository import METADATA_PATH
 from service.version_contract import (
-    METADATA_PATH,
     UNREADABLE_IMAGE,
     ContractError,
     InputSpec,

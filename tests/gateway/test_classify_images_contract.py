@@ -13,7 +13,8 @@ from support import DIGITS_SPEC
 from pipeline.datasets import load_dataset
 from pipeline.preprocess import split_dataset
 from pipeline.spec import load_spec
-from service.version_contract import METADATA_PATH, InputSpec, image_to_input
+from service.model_repository import METADATA_PATH
+from service.version_contract import InputSpec, image_to_input
 
 PROBES_PER_KIND = 6
 
