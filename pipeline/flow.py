@@ -39,7 +39,7 @@ from pipeline.outcome import (
 from pipeline.preprocess import Splits, split_dataset
 from pipeline.spec import Spec, SpecError, load_spec, training_digest
 from pipeline.stable import StableVersion
-from service import model_repository, registry, serving_config
+from service import model_repository, registry, served_view, serving_config
 from service.console import KERAS_LOG, STEPS
 from service.model_status import ModelStatusClient
 from service.settings import get_settings
@@ -245,13 +245,16 @@ def promote(
     """Make the version stable through the model server's steps (service/serving_config.py);
     the status calls there are retried with backoff until the promotion's timeout."""
     settings = get_settings()
+    left_out = served_view.leaves_out(config_file, settings.tfserving_addr, spec.name)
+    if left_out:
+        get_run_logger().warning("%s: promoting without waiting for it", left_out)
     with ModelStatusClient(settings.tfserving_addr) as model_server:
         promotion = serving_config.promote(
             config_file,
             spec.name,
             version,
             base_path,
-            model_server,
+            None if left_out else model_server,
             settings.promotion_timeout_seconds,
         )
     get_run_logger().info(

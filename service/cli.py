@@ -694,12 +694,13 @@ def _metric(name: str, value) -> str:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from service import registry, serving_config
+    from service import registry, served_view, serving_config
     from service.model_status import ModelStatusClient
     from service.settings import get_settings
 
     settings = get_settings()
     config_file = settings.serving_config_file()
+    left_out = served_view.leaves_out(config_file, settings.tfserving_addr, args.model)
     with _registry_errors():
         config = serving_config.read(config_file, missing_ok=True)
         base = registry.base_path(settings.model_repo, config, args.model)
@@ -710,14 +711,15 @@ def _promote(args: argparse.Namespace) -> int:
                 args.model,
                 args.version,
                 base,
-                model_server,
+                None if left_out else model_server,
                 settings.promotion_timeout_seconds,
             )
-    how = (
-        f"AVAILABLE on the model server at {settings.tfserving_addr}"
-        if promotion.confirmed_available
-        else f"no model server answered at {settings.tfserving_addr}: written in one step"
-    )
+    if promotion.confirmed_available:
+        how = f"AVAILABLE on the model server at {settings.tfserving_addr}"
+    elif left_out:
+        how = f"{left_out}: written in one step"
+    else:
+        how = f"no model server answered at {settings.tfserving_addr}: written in one step"
     previous = f"previous: {promotion.previous}" if promotion.previous else "no previous"
     served = ", ".join(map(str, promotion.served))
     print(
@@ -728,14 +730,15 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from service import registry
+    from service import registry, served_view
     from service.model_status import ModelStatusClient
     from service.settings import get_settings
 
     settings = get_settings()
     config_file = settings.serving_config_file()
+    left_out = served_view.leaves_out(config_file, settings.tfserving_addr, args.model)
     with _registry_errors(), ModelStatusClient(settings.tfserving_addr) as model_server:
-        stable = registry.roll_back(config_file, args.model, model_server)
+        stable = registry.roll_back(config_file, args.model, None if left_out else model_server)
     print(f"{args.model} version {stable} is stable again; no previous version is left")
     print(f"  {config_file}")
     return 0

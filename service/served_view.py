@@ -8,6 +8,7 @@ for the model server, take effect while `up --models` runs.
 """
 
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import Collection, Iterator
@@ -28,6 +29,41 @@ def path_for(record: Path, grpc_port: int) -> Path:
     (the record's own writes need that) and is what a model server container mounts already.
     Two `up`s cannot share a gRPC port, so neither can they share a view."""
     return record.with_name(f"{record.name}.up-{grpc_port}")
+
+
+# The view's first line names the models it keeps, so that the gateway and `nnserve promote` can
+# tell a model the view leaves out from one the record lacks.
+_CHOSEN_PREFIX = "nnserve up --models serves only: "
+
+
+def chosen_models(config_file: Path) -> frozenset[str] | None:
+    """The models a view keeps, or None if `config_file` is not a view (or cannot be read)."""
+    try:
+        with config_file.open() as handle:
+            first = handle.readline()
+    except OSError:
+        return None
+    prefix = f"# {_CHOSEN_PREFIX}"
+    if not first.startswith(prefix):
+        return None
+    try:
+        names = json.loads(first[len(prefix) :])
+    except ValueError:
+        return None
+    return frozenset(names) if isinstance(names, list) else None
+
+
+def leaves_out(record: Path, grpc_address: str, model: str) -> str | None:
+    """Why the model server at `grpc_address` will not load `model` whatever the record says:
+    an `nnserve up --models` serves it a view of `record` without the model. None otherwise."""
+    port = grpc_address.rpartition(":")[2]
+    chosen = chosen_models(path_for(record, int(port))) if port.isdigit() else None
+    if chosen is None or model in chosen:
+        return None
+    return (
+        f"the model server at {grpc_address} serves only {', '.join(sorted(chosen))} "
+        f"(`nnserve up --models`), not {model}"
+    )
 
 
 @contextlib.contextmanager
@@ -69,7 +105,8 @@ class _Mirror:
         modification time alone could miss a change within one timestamp tick."""
         view = serving_config.only_models(serving_config.read(self._record), self._models)
         if view != self._written:
-            serving_config.write(self._view, view)
+            chosen = json.dumps(sorted(self._models))
+            serving_config.write(self._view, view, comment=_CHOSEN_PREFIX + chosen)
             self._written = view
 
     def follow(self, stop: threading.Event) -> None:

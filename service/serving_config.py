@@ -112,11 +112,14 @@ def read(config_file: Path, missing_ok: bool = False) -> Config:
     return config
 
 
-def write(config_file: Path, config: Config) -> None:
-    """Replace the file with `config`: readers see the old file or the new one, never a part."""
+def write(config_file: Path, config: Config, comment: str = "") -> None:
+    """Replace the file with `config`, after `comment` (one line, written as a text-format
+    comment): readers see the old file or the new one, never a part."""
+    if "\n" in comment:
+        raise ValueError("a model config file's comment is one line")
     document = _copy(config)
     document.model_config_list.SetInParent()  # TF Serving refuses a config without the list
-    text = text_format.MessageToString(document)
+    text = (f"# {comment}\n" if comment else "") + text_format.MessageToString(document)
     descriptor, staging = tempfile.mkstemp(dir=config_file.parent, prefix=f".{config_file.name}.")
     try:
         with os.fdopen(descriptor, "w") as handle:

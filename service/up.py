@@ -207,9 +207,12 @@ def _served_config(
 ) -> Path:
     """The model config the model server and the gateway read: the record itself, or with
     `--models` a view of it, which `cleanup` removes."""
-    if chosen is None:
-        return config_file
     view = served_view.path_for(config_file, grpc_port)
+    if chosen is None:
+        # One left by an `up --models` on this port that was killed would tell `nnserve
+        # promote` that this model server serves only the models it names.
+        view.unlink(missing_ok=True)
+        return config_file
     try:
         return cleanup.enter_context(served_view.mirrored(config_file, view, chosen))
     except serving_config.ServingConfigError as error:

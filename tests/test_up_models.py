@@ -2,6 +2,7 @@
 the models it serves, and the view of the record it serves them from. What it serves once up is
 in tests/gateway/test_served_set.py."""
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -97,3 +98,35 @@ def test_the_view_follows_the_record_keeps_the_last_good_one_and_is_removed(tmp_
         serving_config.write(record, serving_config.Config())
         wait_until(lambda: served() == {}, 10, "the view of the mended record")
     assert not view.exists()
+
+
+def test_the_view_names_the_models_it_keeps_and_promotions_learn_which_it_leaves_out(tmp_path):
+    record = tmp_path / "models.config"
+    view = served_view.path_for(record, 8500)
+    serving_config.promote(record, "a", 1, tmp_path / "a", None)
+    odd = 'line\nbreak "quoted"'  # a folder name may hold anything but a slash
+    with served_view.mirrored(record, view, {"a", odd}):
+        assert served_view.chosen_models(view) == {"a", odd}
+        assert serving_config.read(view) == serving_config.read(record)  # the comment is no entry
+        assert served_view.leaves_out(record, "localhost:8500", "a") is None
+        assert served_view.leaves_out(record, "localhost:8500", "b") == (
+            f"the model server at localhost:8500 serves only a, {odd} (`nnserve up --models`), "
+            "not b"
+        )
+        assert served_view.leaves_out(record, "localhost:8501", "b") is None  # another server
+    assert served_view.chosen_models(record) is None  # the record is no view
+    assert served_view.leaves_out(record, "localhost:8500", "b") is None  # up has stopped
+
+
+def test_up_without_models_removes_a_view_a_killed_up_left_on_its_port(tmp_path):
+    record = tmp_path / "models.config"
+    serving_config.write(record, serving_config.Config())
+    stale = served_view.path_for(record, 8500)
+    with served_view.mirrored(record, stale, {"a"}):
+        left_behind = stale.read_text()
+    stale.write_text(left_behind)  # as an up killed with SIGKILL leaves it
+    assert served_view.leaves_out(record, "localhost:8500", "b") is not None
+    with contextlib.ExitStack() as cleanup:
+        assert up._served_config(cleanup, record, 8500, chosen=None) == record
+    assert not stale.exists()
+    assert served_view.leaves_out(record, "localhost:8500", "b") is None

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from service import model_repository, wire
+from service import model_repository, served_view, wire
 from service.gateway.errors import GatewayError
 from service.model_repository import METADATA_PATH
 from service.serving_config import STABLE, VersionPolicy, version_policy
@@ -62,6 +62,8 @@ class _ConfigRead:
     racy: bool
     models: dict[str, ConfiguredModel]
     error: "CatalogError | None" = None
+    # The models an `nnserve up --models` view keeps; None when the file is not such a view.
+    chosen: frozenset[str] | None = None
 
 
 class ModelCatalog:
@@ -122,16 +124,21 @@ class ModelCatalog:
         (nothing on disk, no config file, or a version the config serves that is not loaded)."""
         if self._config_file is None:
             return None
-        model = self._current(self._config_file).models.get(name)
+        read = self._current(self._config_file)
+        model = read.models.get(name)
         if model is None:
             if not _is_folder_name(name):
                 return None
             on_disk = model_repository.complete_versions(self._repo / name)
             if not on_disk:
                 return None
+            why = (
+                f"`nnserve up --models` serves only {', '.join(sorted(read.chosen))}"
+                if read.chosen is not None
+                else f"it is not in the model config file ({env_name('model_config_file')})"
+            )
             return (
-                f"model {name} has versions on disk ({_numbers(on_disk)}) but is not served: it "
-                f"is not in the model config file ({env_name('model_config_file')})"
+                f"model {name} has versions on disk ({_numbers(on_disk)}) but is not served: {why}"
             )
         if version is None:
             return None
@@ -168,12 +175,15 @@ class ModelCatalog:
             return self._read
         racy = signature is None or time.time_ns() - signature[0] < _RACY_NANOSECONDS
         try:
-            self._read = _ConfigRead(signature, racy, self._configured_models(path))
+            models = self._configured_models(path)
+            self._read = _ConfigRead(
+                signature, racy, models, chosen=served_view.chosen_models(path)
+            )
         except CatalogError as error:
             if self._read.error is None or self._read.error.message != error.message:
                 # Once per new failure: this runs on every predict while the file is bad.
                 log.warning("%s: %s; routing as the config read before says", path, error.message)
-            self._read = _ConfigRead(signature, racy, self._read.models, error)
+            self._read = _ConfigRead(signature, racy, self._read.models, error, self._read.chosen)
         return self._read
 
     @staticmethod

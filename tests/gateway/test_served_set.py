@@ -229,8 +229,9 @@ def test_up_with_models_serves_only_those_keeps_the_record_and_follows_promotion
             assert [status.state for status in model_server.statuses("alpha")] == ["AVAILABLE"]
         refused = httpx.post(f"{url}/v1/models/beta:predict", json={"instances": [1.0]}, timeout=30)
         assert refused.status_code == 404
-        assert refused.json()["error"].startswith(
-            f"model beta has versions on disk ({VERSION}, {VERSION + 1}) but is not served"
+        assert refused.json()["error"] == (
+            f"model beta has versions on disk ({VERSION}, {VERSION + 1}) but is not served: "
+            "`nnserve up --models` serves only alpha"
         )
         # The record: alpha added; beta, which is not served, as it was; gamma, named nowhere,
         # not added.
@@ -271,6 +272,36 @@ def test_up_with_models_serves_only_those_keeps_the_record_and_follows_promotion
         (alpha,) = httpx.get(f"{url}/v1/models", timeout=30).json()["models"]
         assert alpha["labels"] == {"stable": str(VERSION + 1), "previous": str(VERSION)}
         assert serving_config.entry(serving_config.read(record), "beta") == beta
+
+        # A model this up leaves out is promoted in the record at once: no model server here
+        # will load it, so there is nothing to wait for.
+        for command, *version in (("promote", "beta", str(VERSION)), ("rollback", "beta")):
+            done = nnserve(
+                command,
+                *version,
+                env={
+                    "NNSERVE_MODEL_REPO": str(repo),
+                    "NNSERVE_TFSERVING_ADDR": grpc_address,
+                    "NNSERVE_PROMOTION_TIMEOUT_SECONDS": "60",
+                },
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            said, _ = done.communicate(timeout=120)
+            assert done.returncode == 0, said
+            if command == "promote":
+                assert (
+                    f"the model server at {grpc_address} serves only alpha (`nnserve up "
+                    "--models`), not beta: written in one step"
+                ) in said
+                labels = {"stable": VERSION, "previous": VERSION + 1}
+            else:
+                labels = {"stable": VERSION + 1}
+            assert serving_config.labels(serving_config.read(record), "beta") == labels
+        with ModelStatusClient(grpc_address) as model_server:
+            assert model_server.statuses("beta") == []
+        beta = serving_config.entry(serving_config.read(record), "beta")
 
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0
