@@ -242,21 +242,7 @@ def test_up_with_models_serves_only_those_keeps_the_record_and_follows_promotion
 
         # A promotion writes the record and waits for the model server: it gets there.
         put_model(repo, "alpha", VERSION + 1)
-        promote = nnserve(
-            "promote",
-            "alpha",
-            str(VERSION + 1),
-            env={
-                "NNSERVE_MODEL_REPO": str(repo),
-                "NNSERVE_TFSERVING_ADDR": grpc_address,
-                "NNSERVE_PROMOTION_TIMEOUT_SECONDS": "60",
-            },
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        said, _ = promote.communicate(timeout=120)
-        assert promote.returncode == 0, said
+        said = registry_command(repo, grpc_address, "promote", "alpha", str(VERSION + 1))
         assert f"AVAILABLE on the model server at {grpc_address}" in said
 
         def stable_version() -> str | None:
@@ -276,20 +262,7 @@ def test_up_with_models_serves_only_those_keeps_the_record_and_follows_promotion
         # A model this up leaves out is promoted in the record at once: no model server here
         # will load it, so there is nothing to wait for.
         for command, *version in (("promote", "beta", str(VERSION)), ("rollback", "beta")):
-            done = nnserve(
-                command,
-                *version,
-                env={
-                    "NNSERVE_MODEL_REPO": str(repo),
-                    "NNSERVE_TFSERVING_ADDR": grpc_address,
-                    "NNSERVE_PROMOTION_TIMEOUT_SECONDS": "60",
-                },
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            said, _ = done.communicate(timeout=120)
-            assert done.returncode == 0, said
+            said = registry_command(repo, grpc_address, command, *version)
             if command == "promote":
                 assert (
                     f"the model server at {grpc_address} serves only alpha (`nnserve up "
@@ -309,6 +282,25 @@ def test_up_with_models_serves_only_those_keeps_the_record_and_follows_promotion
         assert serving_config.entry(serving_config.read(record), "beta") == beta
     finally:
         stop(process, timeout=60)
+
+
+def registry_command(repo: Path, grpc_address: str, *args: str) -> str:
+    """What `nnserve promote` or `rollback` said; it must succeed, within a minute's wait for
+    the model server."""
+    done = nnserve(
+        *args,
+        env={
+            "NNSERVE_MODEL_REPO": str(repo),
+            "NNSERVE_TFSERVING_ADDR": grpc_address,
+            "NNSERVE_PROMOTION_TIMEOUT_SECONDS": "60",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    said, _ = done.communicate(timeout=120)
+    assert done.returncode == 0, said
+    return said
 
 
 def test_the_catalog_explains_only_what_the_config_leaves_out(tmp_path):
