@@ -16,11 +16,16 @@ CPU time of many predicts on the same request:
 
 bench/floor_gateway.py's app is driven the same way, in turn with the gateway: the ratio of
 their CPU per predict is the in-process counterpart of bench/gateway.py's (which adds grpc.aio
-and the sockets' system calls, the same for both). `--profile N` prints the N functions with the
+and the sockets' system calls, the same for both). So is a third app, `dataplane`: a bare ASGI
+app, as the floor's, that hands the body to the gateway's own DataPlane.predict (the JSON, the
+checks against the signature, the PredictRequest and the answer's JSON) and sends what it
+returns, with none of the framework around it (FastAPI, Starlette's objects, the middleware:
+request id, API key, body limit, metrics, access log). What the gateway costs beyond it is what
+a predict path below the framework could save at most. `--profile N` prints the N functions with the
 most cumulative time in the gateway's first round (cProfile's overhead inflates small functions).
 
     python bench/gateway_inprocess.py --model-base-path models/digits-cnn [--requests 20000] \
-        [--repeat 5] [--profile 40] [--answers FILE] [--gateway-only]
+        [--repeat 5] [--profile 40] [--answers FILE] [--apps gateway,dataplane,floor]
 
 On a busy machine even CPU time moves by a fifth or more between runs; instructions do not. Under
 valgrind (`valgrind --tool=cachegrind --cache-sim=no`), the difference in "I refs" between runs
@@ -53,11 +58,13 @@ from bench.gateway import MODEL, predict_request, wait_for_model  # noqa: E402
 from bench.processes import free_port  # noqa: E402
 from service import garbage_collection, json_logging, wire  # noqa: E402
 from service.gateway.app import create_app  # noqa: E402
+from service.gateway.dataplane import DataPlane, ModelTarget  # noqa: E402
 from service.gateway.server import uvicorn_config  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.wire import methods  # noqa: E402
 
 API_KEY = "bench-key"
+APPS = ("gateway", "dataplane", "floor")
 
 
 class Connection:
@@ -194,8 +201,33 @@ class Driven:
             raise SystemExit(f"the app answered (closed: {connection.closed}):\n{answer}")
 
 
+def dataplane_app(dataplane: DataPlane) -> Callable:
+    """The gateway's data plane under a bare ASGI app: predict of MODEL, nothing around it."""
+    target = ModelTarget(MODEL)
+
+    async def app(scope, receive, send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        answer = await dataplane.predict(target, body)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+    return app
+
+
 async def measure(args, answers: tuple[bytes, bytes], body: bytes) -> dict[str, list[float]]:
-    """The gateway's and the floor's CPU per predict, `args.repeat` times each, in turn."""
+    """The gateway's, the bare data plane's and the floor's CPU per predict, `args.repeat` times
+    each, in turn."""
     settings = Settings(tfserving_addr="127.0.0.1:1", api_keys=API_KEY, log_level="INFO")
     devnull = os.open(os.devnull, os.O_WRONLY)
     # As `nnserve gateway` writes its log lines: one write(2) each.
@@ -206,19 +238,25 @@ async def measure(args, answers: tuple[bytes, bytes], body: bytes) -> dict[str, 
     floor_config = uvicorn.Config(floor, log_level="warning", access_log=False)  # as its main
     request = http_request(body, api_key=True)
     profiler = cProfile.Profile() if args.profile else None
-    runs: dict[str, list[float]] = {"gateway": [], "floor": []}
+    runs: dict[str, list[float]] = {name: [] for name in APPS}
     async with Driven(gateway_config) as driven_gateway, Driven(floor_config) as driven_floor:
         backend = gateway.state.dataplane._backend
         backend._metadata = canned(answers[0], wire.GetModelMetadataResponse.FromString)
         backend._predict = canned(answers[1], wire.PredictResponse.FromString)
+        dataplane_config = uvicorn.Config(
+            dataplane_app(gateway.state.dataplane), log_level="warning", access_log=False
+        )
+        driven = {
+            "gateway": driven_gateway,
+            "dataplane": Driven(dataplane_config),
+            "floor": driven_floor,
+        }
         garbage_collection.tune_for_serving()
         for round_number in range(args.repeat):
-            first = profiler if round_number == 0 else None
-            runs["gateway"].append(
-                await driven_gateway.cpu_per_request(request, args.requests, first)
-            )
-            if not args.gateway_only:
-                runs["floor"].append(await driven_floor.cpu_per_request(request, args.requests))
+            for name in args.apps:
+                profiled = profiler if round_number == 0 and name == "gateway" else None
+                seconds = await driven[name].cpu_per_request(request, args.requests, profiled)
+                runs[name].append(seconds)
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
     os.close(devnull)
@@ -232,9 +270,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="measurements (median reported)")
     parser.add_argument("--profile", type=int, default=0, help="show this many profile lines")
     parser.add_argument(
-        "--gateway-only",
-        action="store_true",
-        help="leave the floor out (e.g. to count instructions per predict under valgrind)",
+        "--apps",
+        type=lambda text: text.split(","),
+        default=list(APPS),
+        help="which of gateway, dataplane and floor to measure, in turn (one, to count its "
+        "instructions per predict under valgrind)",
     )
     parser.add_argument(
         "--answers",
@@ -243,6 +283,8 @@ def main() -> None:
         "(saves starting the model server when runs alternate)",
     )
     args = parser.parse_args()
+    if unknown := set(args.apps) - set(APPS):
+        parser.error(f"--apps: unknown {sorted(unknown)}; expected some of {', '.join(APPS)}")
     base = args.model_base_path.resolve()
     example = sorted(base.glob("*/assets.extra/example_request.json"))[-1]
     body = example.read_bytes()
@@ -261,10 +303,11 @@ def main() -> None:
         print(
             f"{name}: CPU us per predict, median {statistics.median(measured) * 1e6:.1f} ({shown})"
         )
-    if not args.gateway_only:
-        ratios = [g / f for g, f in zip(runs["gateway"], runs["floor"], strict=True)]
-        shown = ", ".join(f"{ratio:.2f}" for ratio in ratios)
-        print(f"gateway / floor: median {statistics.median(ratios):.2f} ({shown})")
+    if "floor" in args.apps:
+        for name in [name for name in args.apps if name != "floor"]:
+            ratios = [own / f for own, f in zip(runs[name], runs["floor"], strict=True)]
+            shown = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            print(f"{name} / floor: median {statistics.median(ratios):.2f} ({shown})")
 
 
 if __name__ == "__main__":
