@@ -54,6 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.floor_gateway import create_app as floor_app  # noqa: E402
+from bench.floor_gateway import send_ok  # noqa: E402
 from bench.gateway import MODEL, predict_request, wait_for_model  # noqa: E402
 from bench.processes import free_port  # noqa: E402
 from service import garbage_collection, json_logging, wire  # noqa: E402
@@ -212,15 +213,7 @@ def dataplane_app(dataplane: DataPlane) -> Callable:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        answer = await dataplane.predict(target, body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+        await send_ok(send, b"application/json", await dataplane.predict(target, body))
 
     return app
 
