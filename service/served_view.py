@@ -36,18 +36,13 @@ def path_for(record: Path, grpc_port: int) -> Path:
 _CHOSEN_PREFIX = "nnserve up --models serves only: "
 
 
-def chosen_models(config_file: Path) -> frozenset[str] | None:
-    """The models a view keeps, or None if `config_file` is not a view (or cannot be read)."""
-    try:
-        with config_file.open() as handle:
-            first = handle.readline()
-    except OSError:
-        return None
-    prefix = f"# {_CHOSEN_PREFIX}"
-    if not first.startswith(prefix):
+def chosen_models(config_text: str) -> frozenset[str] | None:
+    """The models a view keeps, given the text of its file; None if the text is not a view's."""
+    first = serving_config.comment(config_text)
+    if first is None or not first.startswith(_CHOSEN_PREFIX):
         return None
     try:
-        names = json.loads(first[len(prefix) :])
+        names = json.loads(first[len(_CHOSEN_PREFIX) :])
     except ValueError:
         return None
     return frozenset(names) if isinstance(names, list) else None
@@ -57,7 +52,12 @@ def leaves_out(record: Path, grpc_address: str, model: str) -> str | None:
     """Why the model server at `grpc_address` will not load `model` whatever the record says:
     an `nnserve up --models` serves it a view of `record` without the model. None otherwise."""
     port = grpc_address.rpartition(":")[2]
-    chosen = chosen_models(path_for(record, int(port))) if port.isdigit() else None
+    if not port.isdigit():
+        return None
+    try:
+        chosen = chosen_models(path_for(record, int(port)).read_text())
+    except OSError:  # no view: no `up --models` serves there
+        return None
     if chosen is None or model in chosen:
         return None
     return (

@@ -91,6 +91,10 @@ def version_policy(policy) -> VersionPolicy:
 # --- the file ---------------------------------------------------------------------------------
 
 
+# A text-format comment; TF Serving's parser skips it as ours does.
+_COMMENT = "# "
+
+
 def read(config_file: Path, missing_ok: bool = False) -> Config:
     """The config in the file; an empty one if there is no file and `missing_ok`."""
     try:
@@ -112,6 +116,12 @@ def read(config_file: Path, missing_ok: bool = False) -> Config:
     return config
 
 
+def comment(text: str) -> str | None:
+    """The one-line comment `write` put before the config whose file holds `text`, if any."""
+    first, newline, _ = text.partition("\n")
+    return first[len(_COMMENT) :] if newline and first.startswith(_COMMENT) else None
+
+
 def write(config_file: Path, config: Config, comment: str = "") -> None:
     """Replace the file with `config`, after `comment` (one line, written as a text-format
     comment): readers see the old file or the new one, never a part."""
@@ -119,7 +129,7 @@ def write(config_file: Path, config: Config, comment: str = "") -> None:
         raise ValueError("a model config file's comment is one line")
     document = _copy(config)
     document.model_config_list.SetInParent()  # TF Serving refuses a config without the list
-    text = (f"# {comment}\n" if comment else "") + text_format.MessageToString(document)
+    text = (f"{_COMMENT}{comment}\n" if comment else "") + text_format.MessageToString(document)
     descriptor, staging = tempfile.mkstemp(dir=config_file.parent, prefix=f".{config_file.name}.")
     try:
         with os.fdopen(descriptor, "w") as handle:

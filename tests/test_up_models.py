@@ -106,7 +106,7 @@ def test_the_view_names_the_models_it_keeps_and_promotions_learn_which_it_leaves
     serving_config.promote(record, "a", 1, tmp_path / "a", None)
     odd = 'line\nbreak "quoted"'  # a folder name may hold anything but a slash
     with served_view.mirrored(record, view, {"a", odd}):
-        assert served_view.chosen_models(view) == {"a", odd}
+        assert served_view.chosen_models(view.read_text()) == {"a", odd}
         assert serving_config.read(view) == serving_config.read(record)  # the comment is no entry
         assert served_view.leaves_out(record, "localhost:8500", "a") is None
         assert served_view.leaves_out(record, "localhost:8500", "b") == (
@@ -114,7 +114,7 @@ def test_the_view_names_the_models_it_keeps_and_promotions_learn_which_it_leaves
             "not b"
         )
         assert served_view.leaves_out(record, "localhost:8501", "b") is None  # another server
-    assert served_view.chosen_models(record) is None  # the record is no view
+    assert served_view.chosen_models(record.read_text()) is None  # the record is no view
     assert served_view.leaves_out(record, "localhost:8500", "b") is None  # up has stopped
 
 

@@ -61,16 +61,16 @@ class _ConfigRead:
     signature: tuple[int, int, int] | None  # mtime (ns), size, inode
     racy: bool
     models: dict[str, ConfiguredModel]
-    error: "CatalogError | None" = None
     # The models an `nnserve up --models` view keeps; None when the file is not such a view.
-    chosen: frozenset[str] | None = None
+    chosen: frozenset[str] | None
+    error: "CatalogError | None" = None
 
 
 class ModelCatalog:
     def __init__(self, model_repo: Path, config_file: Path | None = None) -> None:
         self._repo = model_repo
         self._config_file = config_file
-        self._read = _ConfigRead(None, True, {})
+        self._read = _ConfigRead(None, True, {}, None)
         self._next_check = 0.0  # time.monotonic() of the next look at the config file
 
     def models(self) -> list[ConfiguredModel]:
@@ -175,27 +175,26 @@ class ModelCatalog:
             return self._read
         racy = signature is None or time.time_ns() - signature[0] < _RACY_NANOSECONDS
         try:
-            models = self._configured_models(path)
-            self._read = _ConfigRead(
-                signature, racy, models, chosen=served_view.chosen_models(path)
-            )
+            self._read = _ConfigRead(signature, racy, *self._configured_models(path))
         except CatalogError as error:
             if self._read.error is None or self._read.error.message != error.message:
                 # Once per new failure: this runs on every predict while the file is bad.
                 log.warning("%s: %s; routing as the config read before says", path, error.message)
-            self._read = _ConfigRead(signature, racy, self._read.models, error, self._read.chosen)
+            self._read = _ConfigRead(signature, racy, self._read.models, self._read.chosen, error)
         return self._read
 
     @staticmethod
-    def _configured_models(path: Path) -> dict[str, ConfiguredModel]:
+    def _configured_models(path: Path) -> tuple[dict[str, ConfiguredModel], frozenset[str] | None]:
+        """The models the config file lists, and those it keeps if it is an `up --models` view."""
         try:
-            config = text_format.Parse(path.read_text(), wire.ModelServerConfig())
+            text = path.read_text()
+            config = text_format.Parse(text, wire.ModelServerConfig())
         except (OSError, text_format.ParseError) as error:
             reason = error.strerror if isinstance(error, OSError) else str(error)
             raise CatalogError(
                 f"cannot read the model config file (NNSERVE_MODEL_CONFIG_FILE): {reason}"
             ) from None
-        return {
+        models = {
             item.name: ConfiguredModel(
                 item.name,
                 Path(item.base_path),
@@ -204,6 +203,7 @@ class ModelCatalog:
             )
             for item in config.model_config_list.config
         }
+        return models, served_view.chosen_models(text)
 
 
 def _is_folder_name(name: str) -> bool:
