@@ -50,6 +50,13 @@ def test_unknown_and_abbreviated_flags_are_refused(flag, capsys):
         serving_main(["--model_config_file=/models/models.config", flag])
 
 
+def test_the_serving_process_refuses_a_log_level_logging_does_not_know(capsys):
+    with pytest.raises(SystemExit) as refused:
+        serving_main(["--log-level=bogus", "--model_config_file=/models/models.config"])
+    assert refused.value.code == 2
+    assert "argument --log-level: invalid choice: 'BOGUS'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("enabled", [True, False])
 def test_health_service_answers_only_when_enabled(enabled):
     port = free_port()

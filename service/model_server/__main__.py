@@ -20,7 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nnserve model-server", allow_abbrev=False)
     add_model_server_arguments(parser)
     # From the supervisor, which has read the settings: pydantic costs this process 14 MB.
-    parser.add_argument("--log-level", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=logging.getLevelNamesMapping(),
+        help=argparse.SUPPRESS,
+    )
     args = parser.parse_args(argv)
     json_logging.configure(args.log_level or _settings_log_level())
     try:
