@@ -56,7 +56,7 @@ def leaves_out(record: Path, grpc_address: str, model: str) -> str | None:
         return None
     try:
         chosen = chosen_models(path_for(record, int(port)).read_text())
-    except OSError:  # no view: no `up --models` serves there
+    except (OSError, UnicodeDecodeError):  # no view (or none of ours): no `up --models` there
         return None
     if chosen is None or model in chosen:
         return None

@@ -130,3 +130,9 @@ def test_up_without_models_removes_a_view_a_killed_up_left_on_its_port(tmp_path)
         assert up._served_config(cleanup, record, 8500, chosen=None) == record
     assert not stale.exists()
     assert served_view.leaves_out(record, "localhost:8500", "b") is None
+
+
+def test_a_view_that_is_not_text_leaves_nothing_out(tmp_path):
+    record = tmp_path / "models.config"
+    served_view.path_for(record, 8500).write_bytes(b"# nnserve up --models serves only: [\xff]\n")
+    assert served_view.leaves_out(record, "localhost:8500", "b") is None

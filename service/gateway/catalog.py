@@ -189,7 +189,7 @@ class ModelCatalog:
         try:
             text = path.read_text()
             config = text_format.Parse(text, wire.ModelServerConfig())
-        except (OSError, text_format.ParseError) as error:
+        except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
             reason = error.strerror if isinstance(error, OSError) else str(error)
             raise CatalogError(
                 f"cannot read the model config file (NNSERVE_MODEL_CONFIG_FILE): {reason}"

@@ -60,3 +60,12 @@ def test_the_catalog_builds_no_path_from_a_name_that_is_not_a_folder_name(tmp_pa
     catalog = ModelCatalog(tmp_path / "repo")
     with pytest.raises(CatalogError, match="not a folder name"):
         catalog.version_metadata(name, 1)
+
+
+def test_a_model_config_file_that_is_not_text_is_reported_as_unreadable(tmp_path):
+    config_file = tmp_path / "models.config"
+    config_file.write_bytes(b"model_config_list {\xff\xfe}\n")
+    catalog = ModelCatalog(tmp_path / "repo", config_file)
+    with pytest.raises(CatalogError, match="cannot read the model config file"):
+        catalog.models()
+    assert catalog.default_label("m") is None  # predictions go on as the last read said
