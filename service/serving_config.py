@@ -105,6 +105,10 @@ def read(config_file: Path, missing_ok: bool = False) -> Config:
         raise ServingConfigError(f"there is no model config file at {config_file}") from None
     except OSError as error:
         raise ServingConfigError(f"cannot read {config_file}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ServingConfigError(
+            f"{config_file} is not a ModelServerConfig in text format: {error}"
+        ) from None
     try:
         config = text_format.Parse(text, Config())
     except text_format.ParseError as error:

@@ -197,6 +197,13 @@ def test_reading_errors_name_the_file(tmp_path):
         serving_config.read(config_file)
 
 
+def test_a_file_that_is_not_text_is_no_model_config(tmp_path):
+    config_file = tmp_path / "models.config"
+    config_file.write_bytes(b"model_config_list { config { name: '\xff' } }")
+    with pytest.raises(ServingConfigError, match=f"{config_file} is not a ModelServerConfig"):
+        serving_config.read(config_file)
+
+
 def test_served_versions_follow_the_policy(tmp_path):
     config = config_of(("m", [1, 3, 9], {STABLE: 3}), ("latest", [], {}))
     serving_config.entry(config, "latest").ClearField("model_version_policy")

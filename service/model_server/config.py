@@ -22,6 +22,10 @@ def read_config_file(path: Path) -> list[ModelConfig]:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"cannot read model config file '{path}': {error.strerror}") from error
+    except UnicodeDecodeError as error:  # else the config poller's thread would die of it
+        raise ConfigError(
+            f"Invalid protobuf file: '{path}': Error parsing text-format {CONFIG_TYPE}: {error}"
+        ) from error
     try:
         config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
     except text_format.ParseError as error:

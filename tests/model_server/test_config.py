@@ -178,6 +178,17 @@ def test_invalid_configs_are_refused_with_tf_servings_reason(tmp_path, text, mes
     assert message in str(caught.value)
 
 
+def test_a_config_file_that_is_not_text_is_refused_as_tf_serving_refuses_a_malformed_one(
+    tmp_path,
+):
+    path = tmp_path / "models.config"
+    path.write_bytes(b"model_config_list { config { name: '\xff' } }")
+    with pytest.raises(ConfigError) as caught:
+        read_config_file(path)
+    assert f"Invalid protobuf file: '{path}': Error parsing text-format" in str(caught.value)
+    assert "can't decode byte 0xff" in str(caught.value)
+
+
 def bad_config_files(tmp_path):
     own = tmp_path / "bad.config"
     own.write_text("improperly formatted file")
